@@ -1,0 +1,54 @@
+"""The toolkit's own exceptions: each carries its data and builds its message from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ToolkitError(Exception):
+    """Base of every error the CLI turns into a message and an exit code."""
+
+    exit_code = 1
+
+
+class UsageError(ToolkitError):
+    """The command was called wrongly: a missing folder, an unknown profile, a bad option."""
+
+    exit_code = 2
+
+
+class DataRootError(UsageError):
+    """The data folder does not exist or is not a folder."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ProfileError(UsageError):
+    """A profile names an unknown rule, or gives a parameter of the wrong type or value."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{source}: {key}: {problem}")
+
+
+class ManifestError(ToolkitError):
+    """A manifest file is missing, unreadable, or does not follow the manifest schema."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class QuarantineError(ToolkitError):
+    """Moving files into quarantine, or back, would lose or overwrite something."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
