@@ -1,0 +1,140 @@
+"""The manifest: one row per file found, its documented columns, and reading/writing it.
+
+The manifest is the only thing handed from stage to stage. Paths are POSIX and relative to
+the scanned root, which travels in `manifest.attrs["root"]` and in the Parquet metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from toolkit.errors import ManifestError
+
+#: column -> (pandas dtype, what it means). The single source of the manifest's schema.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "path": ("string", "POSIX path relative to the scanned root (undecodable bytes as \\xNN)"),
+    "label": ("string", "the class: the top folder below the root; empty for root files"),
+    "extension": ("string", "the name's extension, lower case, without the dot"),
+    "is_hidden": ("boolean", "some part of the path starts with '.'"),
+    "is_valid_name": ("boolean", "the file name is valid UTF-8"),
+    "is_symlink": ("boolean", "the entry is a symbolic link"),
+    "is_readable": ("boolean", "the entry is a regular file the scan could read"),
+    "read_error": ("string", "why it could not be read (dangling symlink, permission, ...)"),
+    "file_bytes": ("Int64", "size on disk in bytes"),
+    "mtime_ns": ("Int64", "modification time (ns since the epoch) when scanned"),
+    "sha256": ("string", "SHA-256 of the bytes, hex"),
+    "detected_format": ("string", "format from the content, not the name (jpeg, png, svg...)"),
+    "width_px": ("Int64", "width the image declares, in pixels"),
+    "height_px": ("Int64", "height the image declares, in pixels"),
+    "mode": ("string", "Pillow mode (RGB, L, P, RGBA, CMYK, I;16, ...)"),
+    "channels": ("Int64", "number of bands in that mode"),
+    "n_frames": ("Int64", "frames (more than 1: animated)"),
+    "exif_orientation": ("Int64", "EXIF orientation tag 1-8, when present"),
+    "is_decodable": ("boolean", "the whole image decoded without error"),
+    "decode_error": ("string", "the decoder's error text when it did not"),
+    "phash": ("string", "64-bit DCT perceptual hash, hex (near duplicates)"),
+    "n_faces": ("Int64", "frontal faces found by OpenCV's Haar cascade"),
+    "face_x": ("Int64", "largest face's box in the file's pixels: left"),
+    "face_y": ("Int64", "... top"),
+    "face_w": ("Int64", "... width"),
+    "face_h": ("Int64", "... height"),
+}
+SCAN_COLUMNS = list(COLUMNS)
+
+#: Columns validation adds.
+VALIDATION_COLUMNS: dict[str, tuple[str, str]] = {
+    "status": ("string", "accepted or rejected"),
+    "reasons": ("string", "the blocking rules the file broke, ';'-separated"),
+    "warnings": ("string", "the warning rules it broke, ';'-separated"),
+}
+
+MANIFEST_PARQUET = "manifest.parquet"
+MANIFEST_CSV = "manifest.csv"
+_META_KEY = b"toolkit"
+
+
+def empty_manifest() -> pd.DataFrame:
+    """A manifest with every scan column and no rows."""
+    return normalise_manifest(pd.DataFrame(columns=SCAN_COLUMNS))
+
+
+def normalise_manifest(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give every known column its documented dtype (missing values as <NA>)."""
+    types = {**COLUMNS, **VALIDATION_COLUMNS}
+    out = frame.copy()
+    for name, (dtype, _) in types.items():
+        if name in out.columns:
+            out[name] = out[name].astype(dtype)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def write_manifest(manifest: pd.DataFrame, out_dir: Path) -> Path:
+    """Write manifest.parquet (with its attrs as metadata) and manifest.csv, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(manifest, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[_META_KEY] = json.dumps(manifest.attrs, default=str).encode()
+    table = table.replace_schema_metadata(meta)
+    target = out_dir / MANIFEST_PARQUET
+    atomic_write(target, lambda fh: pq.write_table(table, fh), binary=True)
+    atomic_write(out_dir / MANIFEST_CSV, lambda fh: manifest.to_csv(fh, index=False))
+    return target
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest written by `write_manifest` (a folder holding one, or the file)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_PARQUET
+    if not path.is_file():
+        raise ManifestError(path, "no manifest here (write one with `toolkit validate` or `scan`)")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise ManifestError(path, f"not a readable Parquet manifest: {exc}") from exc
+    missing = [c for c in ("path", "label", "sha256") if c not in table.column_names]
+    if missing:
+        raise ManifestError(path, f"missing manifest column(s) {', '.join(missing)}")
+    frame = normalise_manifest(table.to_pandas())
+    raw = (table.schema.metadata or {}).get(_META_KEY)
+    frame.attrs = json.loads(raw) if raw else {}
+    return frame
+
+
+def atomic_write(target: Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> None:
+    """Write `target` through a temporary file beside it, renamed into place when complete.
+
+    A crash mid-write leaves the previous file (or none), never half a file.
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(
+            fd, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})
+        ) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write a text file atomically (UTF-8)."""
+    atomic_write(target, lambda fh: fh.write(text))

@@ -1,0 +1,683 @@
+"""Every rule the toolkit knows, in one registry: a rule is a frozen dataclass.
+
+Two kinds, by what runs them (validate.py):
+
+- `FileRule`: a test of one manifest row at a time. validate.py turns each into a pandera
+  Check, so a lazy pandera validation collects every failure of every file.
+- `DatasetRule`: a test that needs many rows at once (duplicates, label conflicts, class
+  counts). It builds a small table from the manifest and a Great Expectations expectation
+  over it; each row of that table the expectation flags becomes a Finding. When the table
+  has one row per file (`per_file = True`), flagged files are rejected like a FileRule's.
+
+Spelling is one everywhere: class `MinFileBytes` <-> rule `"min_file_bytes"` <-> profile key
+`[rules.min_file_bytes]` <-> report key <-> tests `test_min_file_bytes_*`. Thresholds live in
+profiles (validations/profiles), never here: the values below are only defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
+
+SEVERITIES = ("error", "warning")
+
+#: Extension -> the format name `scan.sniff_format` gives that content.
+EXTENSION_FORMATS = {
+    "jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "jfif": "jpeg", "png": "png",
+    "bmp": "bmp", "dib": "bmp", "gif": "gif", "webp": "webp", "tif": "tiff", "tiff": "tiff",
+    "svg": "svg", "ico": "ico", "heic": "heic", "avif": "avif",
+}  # fmt: skip
+
+REGISTRY: dict[str, type[Rule]] = {}
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    """Add a rule class to the registry under its snake_case name."""
+    expected = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    if cls.name != expected:  # pragma: no cover - guards the one-spelling convention
+        raise TypeError(f"{cls.__name__}.name must be {expected!r}, not {cls.name!r}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named test of the manifest with its thresholds and its severity."""
+
+    name: ClassVar[str] = ""
+    severity: str = "error"
+
+    @property
+    def rule(self) -> str:
+        """The rule in words, thresholds included."""
+        raise NotImplementedError
+
+    @property
+    def is_blocking(self) -> bool:
+        """Whether breaking it rejects a file or fails the dataset (else it only warns)."""
+        return self.severity == "error"
+
+
+@dataclass(frozen=True)
+class FileRule(Rule):
+    """A test of each manifest row on its own."""
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        """True for each row that breaks the rule."""
+        raise NotImplementedError
+
+    def detail(self, row: pd.Series) -> str:
+        """What is wrong with this row, in a few words with its numbers."""
+        return f"breaks '{self.rule}'"
+
+
+@dataclass(frozen=True)
+class DatasetRule(Rule):
+    """A test over many rows, run as a Great Expectations expectation over a derived table."""
+
+    #: "files" (one row per file, same index as the manifest) or "classes" or "dataset".
+    table: ClassVar[str] = "files"
+    #: rows of the "files" table it flags are files it rejects (when blocking)
+    per_file: ClassVar[bool] = False
+    #: the rule needs `status` (it runs after file-level rejection, on the verdicts)
+    after_rejection: ClassVar[bool] = False
+
+    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        """Columns this rule adds to its table (index aligned with the table's rows)."""
+        return pd.DataFrame(index=manifest.index)
+
+    def expectation(self) -> Expectation:
+        """The Great Expectations expectation that decides the rule."""
+        raise NotImplementedError
+
+    def summarise(self, table: pd.DataFrame) -> pd.Series:
+        """The figures `detail` quotes when the whole table, not a row, breaks the rule."""
+        return pd.Series({"n_rows": len(table)})
+
+    def detail(self, row: pd.Series) -> str:
+        """What is wrong with one flagged row of the table."""
+        return f"breaks '{self.rule}'"
+
+
+# --------------------------------------------------------------------------------------
+# File rules (pandera)
+
+
+def _readable(manifest: pd.DataFrame) -> pd.Series:
+    return manifest["is_readable"].fillna(False).astype(bool)
+
+
+def _decodable(manifest: pd.DataFrame) -> pd.Series:
+    return manifest["is_decodable"].fillna(False).astype(bool)
+
+
+@register
+@dataclass(frozen=True)
+class InClassFolder(FileRule):
+    """Files must sit inside a class folder, not loose in the root."""
+
+    name: ClassVar[str] = "in_class_folder"
+
+    @property
+    def rule(self) -> str:
+        return "file sits in a class folder"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return manifest["label"].isna()
+
+    def detail(self, row: pd.Series) -> str:
+        return "loose in the root, not in a class folder"
+
+
+@register
+@dataclass(frozen=True)
+class NotHidden(FileRule):
+    """Hidden files (.DS_Store, ._photo.jpg AppleDouble files) are not images."""
+
+    name: ClassVar[str] = "not_hidden"
+
+    @property
+    def rule(self) -> str:
+        return "no part of the path starts with '.'"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return manifest["is_hidden"].fillna(False).astype(bool)
+
+    def detail(self, row: pd.Series) -> str:
+        return "hidden file (a part of its path starts with '.')"
+
+
+@register
+@dataclass(frozen=True)
+class ValidFileName(FileRule):
+    """File names must be valid UTF-8 so every tool downstream can name them."""
+
+    name: ClassVar[str] = "valid_file_name"
+
+    @property
+    def rule(self) -> str:
+        return "file name is valid UTF-8"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return ~manifest["is_valid_name"].fillna(True).astype(bool)
+
+    def detail(self, row: pd.Series) -> str:
+        return "file name is not valid UTF-8 (shown with \\xNN escapes)"
+
+
+@register
+@dataclass(frozen=True)
+class Readable(FileRule):
+    """The entry must be a regular file the scan could read."""
+
+    name: ClassVar[str] = "readable"
+
+    @property
+    def rule(self) -> str:
+        return "a regular file that can be read"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return ~_readable(manifest)
+
+    def detail(self, row: pd.Series) -> str:
+        return str(row["read_error"]) if pd.notna(row["read_error"]) else "cannot be read"
+
+
+@register
+@dataclass(frozen=True)
+class Decodable(FileRule):
+    """The whole image must decode (truncated files, junk named .jpg, SVG, bombs fail)."""
+
+    name: ClassVar[str] = "decodable"
+
+    @property
+    def rule(self) -> str:
+        return "the image decodes without error"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return _readable(manifest) & ~_decodable(manifest)
+
+    def detail(self, row: pd.Series) -> str:
+        return str(row["decode_error"]) if pd.notna(row["decode_error"]) else "does not decode"
+
+
+@register
+@dataclass(frozen=True)
+class AllowedFormat(FileRule):
+    """The content (not the name) must be one of the allowed formats."""
+
+    name: ClassVar[str] = "allowed_format"
+    formats: tuple[str, ...] = ("jpeg", "png", "bmp")
+
+    @property
+    def rule(self) -> str:
+        return f"content is {', '.join(self.formats)}"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        allowed = manifest["detected_format"].isin(list(self.formats)).fillna(False)
+        return _readable(manifest) & ~allowed.astype(bool)
+
+    def detail(self, row: pd.Series) -> str:
+        return f"content is {row['detected_format']}; allowed: {', '.join(self.formats)}"
+
+
+@register
+@dataclass(frozen=True)
+class FormatMatchesExtension(FileRule):
+    """The name's extension should say what the content is (a PNG named .jpg)."""
+
+    name: ClassVar[str] = "format_matches_extension"
+    severity: str = "warning"
+
+    @property
+    def rule(self) -> str:
+        return "extension matches the content's format"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        named = manifest["extension"].map(EXTENSION_FORMATS, na_action="ignore")
+        content = manifest["detected_format"]
+        return (_readable(manifest) & content.notna() & (named != content).fillna(True)).astype(
+            bool
+        )
+
+    def detail(self, row: pd.Series) -> str:
+        ext = row["extension"] or "(no extension)"
+        return f"content is {row['detected_format']}, name says {ext}"
+
+
+@register
+@dataclass(frozen=True)
+class MinFileBytes(FileRule):
+    """Tiny files are thumbnails, icons or failed downloads (the tutorial's 9 KB rule)."""
+
+    name: ClassVar[str] = "min_file_bytes"
+    min_bytes: int = 9216
+
+    @property
+    def rule(self) -> str:
+        return f"file size >= {self.min_bytes:,} bytes"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return (_readable(manifest) & (manifest["file_bytes"] < self.min_bytes)).fillna(False)
+
+    def detail(self, row: pd.Series) -> str:
+        return f"{row['file_bytes']:,} bytes, at least {self.min_bytes:,} required"
+
+
+def _pixels(manifest: pd.DataFrame) -> pd.Series:
+    return manifest["width_px"].astype("float64") * manifest["height_px"].astype("float64")
+
+
+@register
+@dataclass(frozen=True)
+class MaxPixels(FileRule):
+    """Images declaring huge sizes are rejected from their header (decompression bombs)."""
+
+    name: ClassVar[str] = "max_pixels"
+    max_pixels: int = 100_000_000
+
+    @property
+    def rule(self) -> str:
+        return f"width x height <= {self.max_pixels:,} px"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return (_pixels(manifest) > self.max_pixels).fillna(False).astype(bool)
+
+    def detail(self, row: pd.Series) -> str:
+        px = int(row["width_px"]) * int(row["height_px"])
+        return (
+            f"declares {row['width_px']}x{row['height_px']} = {px:,} px, "
+            f"at most {self.max_pixels:,}"
+        )
+
+
+@register
+@dataclass(frozen=True)
+class MinSide(FileRule):
+    """Images too small to hold a readable face."""
+
+    name: ClassVar[str] = "min_side"
+    min_px: int = 32
+
+    @property
+    def rule(self) -> str:
+        return f"shorter side >= {self.min_px} px"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        shorter = manifest[["width_px", "height_px"]].min(axis=1, skipna=False)
+        return (_decodable(manifest) & (shorter < self.min_px)).fillna(False).astype(bool)
+
+    def detail(self, row: pd.Series) -> str:
+        return f"{row['width_px']}x{row['height_px']} px, shorter side under {self.min_px}"
+
+
+@register
+@dataclass(frozen=True)
+class NotAnimated(FileRule):
+    """Animated images (GIF, APNG, WebP) hold many pictures under one label."""
+
+    name: ClassVar[str] = "not_animated"
+
+    @property
+    def rule(self) -> str:
+        return "a single frame"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return (manifest["n_frames"] > 1).fillna(False).astype(bool)
+
+    def detail(self, row: pd.Series) -> str:
+        return f"animated: {row['n_frames']} frames"
+
+
+@register
+@dataclass(frozen=True)
+class HasFace(FileRule):
+    """A happy/sad photo should show a face; OpenCV's Haar cascade looks for one."""
+
+    name: ClassVar[str] = "has_face"
+    severity: str = "warning"
+
+    @property
+    def rule(self) -> str:
+        return "at least one frontal face found (OpenCV Haar cascade)"
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        return (_decodable(manifest) & (manifest["n_faces"] < 1)).fillna(False).astype(bool)
+
+    def detail(self, row: pd.Series) -> str:
+        return "no frontal face found"
+
+
+# --------------------------------------------------------------------------------------
+# Dataset rules (Great Expectations)
+
+
+def _gxe() -> Any:
+    from toolkit.gx import expectations
+
+    return expectations()
+
+
+def content_groups(manifest: pd.DataFrame, max_phash_distance: int | None) -> pd.Series:
+    """Group id per row: same sha256, or (when a distance is given) perceptual hashes that
+    differ in at most that many bits, chained. Rows without a hash get <NA>.
+
+    Near pairs are found by the pigeonhole principle: split the 64-bit hash into
+    distance+1 bands; two hashes within the distance agree on at least one band. Only
+    rows sharing a band are compared, so this stays far from quadratic on real sets.
+    """
+    n = len(manifest)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    positions = np.arange(n)
+    sha = manifest["sha256"].to_numpy(dtype=object)
+    has_sha = manifest["sha256"].notna().to_numpy()
+    for members in pd.Series(positions[has_sha]).groupby(sha[has_sha]).agg(list):
+        for j in members[1:]:
+            union(members[0], j)
+
+    if max_phash_distance is not None:
+        ph = manifest["phash"]
+        rows = positions[ph.notna().to_numpy()]
+        values = np.array([int(h, 16) for h in ph.dropna()], dtype=np.uint64)
+        n_bands = max_phash_distance + 1
+        width = -(-64 // n_bands)
+        for band in range(n_bands):
+            shift = np.uint64(band * width)
+            mask = np.uint64((1 << min(width, 64 - band * width)) - 1)
+            keys = (values >> shift) & mask
+            order = np.argsort(keys, kind="stable")
+            sorted_keys = keys[order]
+            starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+            ends = np.r_[starts[1:], len(order)]
+            for s, e in zip(starts, ends, strict=True):
+                if e - s < 2:
+                    continue
+                idx = order[s:e]
+                block = values[idx]
+                dist = np.bitwise_count(block[:, None] ^ block[None, :])
+                for a, b in zip(*np.nonzero(np.triu(dist <= max_phash_distance, 1)), strict=True):
+                    union(rows[idx[a]], rows[idx[b]])
+
+    roots = np.array([find(i) for i in range(n)])
+    hashed = has_sha | manifest["phash"].notna().to_numpy()
+    return pd.Series(np.where(hashed, roots, -1), index=manifest.index).replace(-1, pd.NA)
+
+
+@register
+@dataclass(frozen=True)
+class LabelConflict(DatasetRule):
+    """The same picture under two labels: it cannot be right in both, so both go."""
+
+    name: ClassVar[str] = "label_conflict"
+    per_file: ClassVar[bool] = True
+    max_phash_distance: int = 0
+
+    @property
+    def rule(self) -> str:
+        near = (
+            "identical perceptual hash"
+            if self.max_phash_distance == 0
+            else f"perceptual hashes within {self.max_phash_distance} bits"
+        )
+        return f"no picture under two labels (same bytes or {near})"
+
+    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        group = content_groups(manifest, self.max_phash_distance)
+        labelled = manifest["label"].notna() & group.notna()
+        n_labels = manifest["label"][labelled].groupby(group[labelled]).nunique()
+        counts = group.map(n_labels).fillna(0).astype("int64")
+        conflicts = pd.Series("", index=manifest.index, dtype=object)
+        for idx in group[counts > 1].groupby(group[counts > 1]).groups.values():
+            members = manifest.loc[idx, ["path", "label"]]
+            for i in idx:
+                other = members[members["label"] != manifest.at[i, "label"]]["path"]
+                conflicts[i] = ", ".join(list(other)[:5]) + (" ..." if len(other) > 5 else "")
+        return pd.DataFrame({"n_labels": counts, "conflicts_with": conflicts})
+
+    def expectation(self) -> Expectation:
+        return _gxe().ExpectColumnValuesToBeBetween(column="n_labels", max_value=1)
+
+    def detail(self, row: pd.Series) -> str:
+        return f"the same picture is labelled differently at {row['conflicts_with']}"
+
+
+@dataclass(frozen=True)
+class _CopyRule(DatasetRule):
+    """Shared by the duplicate rules: later copies (in path order) within one label."""
+
+    per_file: ClassVar[bool] = True
+    #: prefix of the columns it adds, so both copy rules fit in one table
+    prefix: ClassVar[str] = ""
+
+    def _phash_distance(self) -> int | None:
+        raise NotImplementedError
+
+    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        group = content_groups(manifest, self._phash_distance())
+        key = manifest["label"].astype(object).fillna("") + "\x00" + group.astype(str)
+        ok = group.notna()
+        order = manifest["path"].astype(object)
+        first = pd.Series(pd.NA, index=manifest.index, dtype=object)
+        copy_index = pd.Series(0, index=manifest.index, dtype="int64")
+        ranked = order[ok].groupby(key[ok]).rank(method="first").astype("int64") - 1
+        copy_index[ok] = ranked
+        firsts = order[ok].groupby(key[ok]).transform("min")
+        first[ok] = firsts
+        if self._phash_distance() is not None:
+            # near copies only: exact ones are the exact_duplicate rule's
+            sha_first = (
+                order[ok]
+                .groupby(key[ok] + "\x00" + manifest["sha256"][ok].astype(str))
+                .transform("min")
+            )
+            exact = sha_first != order[ok]
+            copy_index[ok & exact.reindex(manifest.index, fill_value=False)] = 0
+        return pd.DataFrame(
+            {f"{self.prefix}_copy_index": copy_index, f"{self.prefix}_first_copy": first}
+        )
+
+    def expectation(self) -> Expectation:
+        return _gxe().ExpectColumnValuesToBeBetween(column=f"{self.prefix}_copy_index", max_value=0)
+
+
+@register
+@dataclass(frozen=True)
+class ExactDuplicate(_CopyRule):
+    """The same bytes twice in one class: the model sees that picture twice as often."""
+
+    name: ClassVar[str] = "exact_duplicate"
+    prefix: ClassVar[str] = "exact"
+    severity: str = "warning"
+
+    def _phash_distance(self) -> int | None:
+        return None
+
+    @property
+    def rule(self) -> str:
+        return "no second copy of the same bytes in a class"
+
+    def detail(self, row: pd.Series) -> str:
+        return f"same bytes as {row['exact_first_copy']}"
+
+
+@register
+@dataclass(frozen=True)
+class NearDuplicate(_CopyRule):
+    """A resized or re-encoded copy of another picture of the same class."""
+
+    name: ClassVar[str] = "near_duplicate"
+    prefix: ClassVar[str] = "near"
+    severity: str = "warning"
+    max_phash_distance: int = 4
+
+    def _phash_distance(self) -> int | None:
+        return self.max_phash_distance
+
+    @property
+    def rule(self) -> str:
+        return f"no two pictures of a class within {self.max_phash_distance} perceptual-hash bits"
+
+    def detail(self, row: pd.Series) -> str:
+        return f"near copy of {row['near_first_copy']}"
+
+
+@register
+@dataclass(frozen=True)
+class UniquePaths(DatasetRule):
+    """Every path appears once in the manifest (merged or edited manifests can break it)."""
+
+    name: ClassVar[str] = "unique_paths"
+
+    @property
+    def rule(self) -> str:
+        return "each path appears once"
+
+    def expectation(self) -> Expectation:
+        return _gxe().ExpectColumnValuesToBeUnique(column="path")
+
+    def detail(self, row: pd.Series) -> str:
+        return "listed more than once in the manifest"
+
+
+@register
+@dataclass(frozen=True)
+class MinClasses(DatasetRule):
+    """Training a classifier needs at least two classes with accepted files."""
+
+    name: ClassVar[str] = "min_classes"
+    table: ClassVar[str] = "classes_present"
+    after_rejection: ClassVar[bool] = True
+    min_classes: int = 2
+
+    @property
+    def rule(self) -> str:
+        return f"at least {self.min_classes} classes with accepted files"
+
+    def expectation(self) -> Expectation:
+        return _gxe().ExpectTableRowCountToBeBetween(min_value=self.min_classes)
+
+    def detail(self, row: pd.Series) -> str:
+        n = int(row["n_rows"])
+        return f"{n} class{'es' if n != 1 else ''} with accepted files, {self.min_classes} needed"
+
+
+@register
+@dataclass(frozen=True)
+class MinFilesPerClass(DatasetRule):
+    """Each class needs enough accepted files to learn from and to test on."""
+
+    name: ClassVar[str] = "min_files_per_class"
+    table: ClassVar[str] = "classes"
+    after_rejection: ClassVar[bool] = True
+    min_files: int = 20
+
+    @property
+    def rule(self) -> str:
+        return f"each class has >= {self.min_files} accepted files"
+
+    def expectation(self) -> Expectation:
+        return _gxe().ExpectColumnValuesToBeBetween(column="n_accepted", min_value=self.min_files)
+
+    def detail(self, row: pd.Series) -> str:
+        return f"{row['n_accepted']} accepted files, at least {self.min_files} required"
+
+
+@register
+@dataclass(frozen=True)
+class ClassBalance(DatasetRule):
+    """The smallest class must hold at least a share of the largest class's accepted files."""
+
+    name: ClassVar[str] = "class_balance"
+    table: ClassVar[str] = "classes"
+    after_rejection: ClassVar[bool] = True
+    min_ratio: float = 0.5
+
+    @property
+    def rule(self) -> str:
+        return f"each class has >= {self.min_ratio:.0%} of the largest class's accepted files"
+
+    def expectation(self) -> Expectation:
+        return _gxe().ExpectColumnValuesToBeBetween(
+            column="ratio_to_largest", min_value=self.min_ratio
+        )
+
+    def detail(self, row: pd.Series) -> str:
+        return (
+            f"{row['n_accepted']} accepted files, {row['ratio_to_largest']:.0%} of the largest "
+            f"class ({row['largest']}: {row['n_largest']}); at least {self.min_ratio:.0%} required"
+        )
+
+
+@register
+@dataclass(frozen=True)
+class MaxDuplicateShare(DatasetRule):
+    """A bounded share of extra copies (same bytes) in the whole dataset."""
+
+    name: ClassVar[str] = "max_duplicate_share"
+    table: ClassVar[str] = "hashed"
+    max_share: float = 0.05
+
+    @property
+    def rule(self) -> str:
+        return f"at most {self.max_share:.0%} of files are extra copies of another file"
+
+    def expectation(self) -> Expectation:
+        return _gxe().ExpectColumnProportionOfUniqueValuesToBeBetween(
+            column="sha256", min_value=1.0 - self.max_share
+        )
+
+    def summarise(self, table: pd.DataFrame) -> pd.Series:
+        n_rows = len(table)
+        n_copies = n_rows - table["sha256"].nunique()
+        return pd.Series({"n_rows": n_rows, "n_copies": n_copies, "share": n_copies / n_rows})
+
+    def detail(self, row: pd.Series) -> str:
+        return (
+            f"{row['n_copies']:,} of {row['n_rows']:,} files ({row['share']:.1%}) are extra "
+            f"copies; at most {self.max_share:.0%} allowed"
+        )
+
+
+@register
+@dataclass(frozen=True)
+class MaxRejectedShare(DatasetRule):
+    """When most files are rejected, the profile or the data is wrong, not just some files."""
+
+    name: ClassVar[str] = "max_rejected_share"
+    table: ClassVar[str] = "dataset"
+    after_rejection: ClassVar[bool] = True
+    max_share: float = 0.5
+
+    @property
+    def rule(self) -> str:
+        return f"at most {self.max_share:.0%} of files rejected"
+
+    def expectation(self) -> Expectation:
+        return _gxe().ExpectColumnValuesToBeBetween(
+            column="rejected_share", max_value=self.max_share
+        )
+
+    def detail(self, row: pd.Series) -> str:
+        return (
+            f"{row['n_rejected']:,} of {row['n_files']:,} files ({row['rejected_share']:.0%}) "
+            f"rejected; at most {self.max_share:.0%} allowed (is this the right profile?)"
+        )
