@@ -85,7 +85,8 @@ def _read(spec: str | Path, seen: tuple[str, ...]) -> tuple[dict[str, Any], str]
     rules = dict(base.get("rules", {}))
     for key, params in (data.get("rules") or {}).items():
         rules[key] = {**rules.get(key, {}), **(params or {})}
-    return {**base, **data, "rules": rules}, source
+    # a profile's name is its own (or its file's), never its parent's
+    return {**base, "name": path.stem, **data, "rules": rules}, source
 
 
 def _locate(spec: str | Path) -> Path:

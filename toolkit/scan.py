@@ -241,14 +241,18 @@ class FileScanner:
         from PIL import Image
 
         row["detected_format"] = sniff_format(data[:4096])
+        # We check the declared size ourselves below, before any pixel is decoded, so that
+        # a bomb still gets its width and height in the manifest.
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with warnings.catch_warnings():
-                # We check the declared size ourselves below, before any pixel is decoded.
                 warnings.simplefilter("ignore")
                 img = Image.open(io.BytesIO(data))
         except Exception as exc:
             row["decode_error"] = _decode_error_text(exc, row["detected_format"])
             return
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
         with img:
             row["detected_format"] = _PIL_FORMATS.get(img.format or "", (img.format or "").lower())
             width, height = img.size

@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny generated image folders (every random generator seeded)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from corpus import HostileCorpus, write_clean_folder, write_hostile_folder
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+#: A profile for 32 px test images: the tutorial's rules with byte and count limits that fit.
+TINY_PROFILE = """
+name = "tiny"
+description = "tutorial rules for 32 px test images"
+extends = "tutorial"
+[rules.min_file_bytes]
+min_bytes = 100
+[rules.min_files_per_class]
+min_files = 2
+[rules.has_face]
+severity = "off"
+"""
+
+
+def shared_dataset(name: str) -> Path:
+    """A folder of ../shared/datasets, or skip the test saying why."""
+    path = SHARED / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent: the shared datasets exist in CI, not in a fresh clone")
+    return path
+
+
+@pytest.fixture
+def tiny_profile(tmp_path: Path) -> Path:
+    """A profile file (TOML) suited to the 32 px generated images."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_PROFILE, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def clean_root(tmp_path: Path) -> Path:
+    """A clean two-class folder of distinct 32 px JPEGs (4 per class)."""
+    root = tmp_path / "clean"
+    write_clean_folder(root, n_per_class=4)
+    return root
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> HostileCorpus:
+    """One folder holding every hostile case the toolkit must survive."""
+    return write_hostile_folder(tmp_path / "hostile")
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every regular file below root (links not followed)."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    digest = hashlib.sha256(fh.read()).hexdigest()
+            except PermissionError:
+                digest = "unreadable"
+            out[os.path.relpath(path, root)] = (digest, os.stat(path).st_mtime_ns)
+    return out

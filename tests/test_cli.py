@@ -1,0 +1,116 @@
+"""The `toolkit` command as a user runs it: exit codes, summary, files written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import snapshot
+from corpus import HostileCorpus, write_single_class_folder
+
+from toolkit.cli import main
+from toolkit.manifest import read_manifest
+
+
+def test_validate_clean_folder_passes(
+    clean_root: Path, tiny_profile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(["validate", str(clean_root), "--profile", str(tiny_profile), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "verdict: PASSED" in printed and "accepted 8, rejected 0" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True and report["n_accepted"] == 8
+    assert set(report) >= {"passed", "n_files", "n_accepted", "n_rejected", "by_rule", "classes",
+                           "findings", "profile", "toolkit_version"}  # fmt: skip
+    assert report["classes"] == {"happy": {"n_files": 4, "n_accepted": 4},
+                                 "sad": {"n_files": 4, "n_accepted": 4}}  # fmt: skip
+    assert len(pd.read_csv(out / "manifest.csv")) == 8
+    assert (read_manifest(out)["status"] == "accepted").all()
+
+
+def test_validate_hostile_folder_names_file_and_rule_and_changes_nothing(
+    hostile: HostileCorpus, tiny_profile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(hostile.root)
+    out = tmp_path / "run"
+    code = main(["validate", str(hostile.root), "-p", str(tiny_profile), "-o", str(out)])
+    printed = capsys.readouterr().out
+    assert snapshot(hostile.root) == before
+    assert code == 1  # the empty neutral/ class breaks min_files_per_class
+    verdict = printed.strip().splitlines()[-1]
+    assert verdict.startswith("verdict: FAILED (") and "min_files_per_class" in verdict, verdict
+    assert f"{hostile.cases['zero_byte']}: allowed_format: content is empty" in printed
+    report = json.loads((out / "report.json").read_text())
+    rules_of = {}
+    for f in report["findings"]:
+        rules_of.setdefault(f["path"], set()).add(f["rule"])
+    expected = {
+        "zero_byte": "allowed_format", "truncated_jpeg": "decodable", "svg": "decodable",
+        "html_as_jpg": "decodable", "random_bytes_jpg": "decodable", "animated_gif": "not_animated",
+        "bomb": "max_pixels", "dangling_symlink": "readable", "symlink_loop": "readable",
+        "ds_store": "not_hidden", "appledouble": "not_hidden", "png_named_jpg":
+        "format_matches_extension", "webp": "allowed_format", "stray_root_file": "in_class_folder",
+        "label_conflict": "label_conflict", "label_conflict_other": "label_conflict",
+        "exact_duplicate": "exact_duplicate",
+    }  # fmt: skip
+    for case, rule in expected.items():
+        assert rule in rules_of.get(hostile.cases[case], set()), case
+    assert {"min_files_per_class", "class_balance"} == rules_of["neutral/"]
+    manifest = read_manifest(out).set_index("path")
+    assert manifest.loc[hostile.cases["truncated_jpeg"], "status"] == "rejected"
+    assert manifest.loc[hostile.cases["exact_duplicate"], "status"] == "accepted"  # a warning
+    assert report["n_files"] == len(manifest) == report["n_accepted"] + report["n_rejected"]
+
+
+def test_single_class_fails_min_classes(
+    tmp_path: Path, tiny_profile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_single_class_folder(tmp_path / "one")
+    code = main(["validate", str(root), "-p", str(tiny_profile), "-o", str(tmp_path / "r")])
+    assert code == 1
+    assert ".: min_classes: 1 class with accepted files, 2 needed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "{tmp}/nope"], "no such folder"),
+        (["validate", "{clean}", "--profile", "no-such-profile"], "no such built-in profile"),
+        (["validate", "{clean}", "--jobs", "0"], "Invalid value"),
+        (["frobnicate"], "No such command"),
+    ],
+    ids=["missing folder", "unknown profile", "bad option value", "unknown command"],
+)
+def test_usage_errors_exit_2_with_one_line(
+    args: list[str], message: str, clean_root: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    argv = [a.format(tmp=tmp_path, clean=clean_root) for a in args]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_scan_writes_a_manifest_only(clean_root: Path, tmp_path: Path) -> None:
+    assert main(["scan", str(clean_root), "-o", str(tmp_path / "s"), "--no-faces"]) == 0
+    manifest = read_manifest(tmp_path / "s")
+    assert len(manifest) == 8 and "status" not in manifest
+
+
+def test_profiles_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles"]) == 0
+    printed = capsys.readouterr().out
+    assert "tutorial:" in printed and "small-faces:" in printed
+    assert "file size >= 9,216 bytes" in printed
+
+
+def test_python_dash_m_and_help_answer() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and "validate" in done.stdout

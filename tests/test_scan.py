@@ -1,0 +1,137 @@
+"""scan_folder: one row per entry found, the right facts per file, never an exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import snapshot
+from corpus import HostileCorpus, write_image
+
+from toolkit.errors import DataRootError
+from toolkit.scan import ScanOptions, scan_folder, sniff_format
+
+
+@pytest.fixture
+def hostile_manifest(hostile: HostileCorpus) -> pd.DataFrame:
+    return scan_folder(hostile.root, jobs=1).set_index("path")
+
+
+def test_clean_folder_rows(clean_root: Path) -> None:
+    manifest = scan_folder(clean_root, jobs=1)
+    assert len(manifest) == 8
+    assert manifest["label"].value_counts().to_dict() == {"happy": 4, "sad": 4}
+    assert manifest["is_decodable"].all()
+    assert (manifest["detected_format"] == "jpeg").all()
+    assert (manifest[["width_px", "height_px"]] == 32).all().all()
+    assert manifest["sha256"].str.len().eq(64).all() and manifest["phash"].str.len().eq(16).all()
+    assert manifest.attrs["class_folders"] == ["happy", "sad"]
+
+
+@pytest.mark.parametrize(
+    ("case", "column", "expected"),
+    [
+        ("zero_byte", "detected_format", "empty"),
+        ("truncated_jpeg", "detected_format", "jpeg"),
+        ("truncated_png", "detected_format", "png"),
+        ("html_as_jpg", "detected_format", "html"),
+        ("text_as_jpg", "detected_format", "text"),
+        ("svg", "detected_format", "svg"),
+        ("animated_gif", "n_frames", 3),
+        ("cmyk_jpeg", "mode", "CMYK"),
+        ("png16", "mode", "I;16"),
+        ("grayscale", "channels", 1),
+        ("palette_png", "mode", "P"),
+        ("rgba_png", "channels", 4),
+        ("exif_rotated_jpeg", "exif_orientation", 6),
+        ("tiny_1x1", "width_px", 1),
+        ("bomb", "width_px", 40000),
+        ("png_named_jpg", "detected_format", "png"),
+        ("webp", "detected_format", "webp"),
+        ("bmp", "detected_format", "bmp"),
+        ("nested_deep", "label", "happy"),
+        ("ds_store", "is_hidden", True),
+        ("appledouble", "is_hidden", True),
+        ("stray_root_file", "label", pd.NA),
+        ("dangling_symlink", "read_error", "dangling symlink (its target does not exist)"),
+        ("symlink_loop", "read_error", "symlink loop"),
+        ("html_injection_name", "is_decodable", True),
+    ],
+    ids=lambda v: str(v),
+)
+def test_hostile_case_row(
+    hostile: HostileCorpus, hostile_manifest: pd.DataFrame, case: str, column: str, expected
+) -> None:
+    value = hostile_manifest.loc[hostile.cases[case], column]
+    assert (pd.isna(value) and expected is pd.NA) or value == expected
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["zero_byte", "truncated_jpeg", "truncated_png", "random_bytes_jpg", "html_as_jpg", "svg",
+     "bomb"],
+)  # fmt: skip
+def test_undecodable_files_carry_the_decoders_reason(
+    hostile: HostileCorpus, hostile_manifest: pd.DataFrame, case: str
+) -> None:
+    row = hostile_manifest.loc[hostile.cases[case]]
+    assert not row["is_decodable"]
+    assert isinstance(row["decode_error"], str) and row["decode_error"]
+
+
+def test_bomb_is_judged_from_its_header_without_decoding(
+    hostile: HostileCorpus, hostile_manifest: pd.DataFrame
+) -> None:
+    row = hostile_manifest.loc[hostile.cases["bomb"]]
+    assert "over the scan's" in row["decode_error"] and row["height_px"] == 40000
+
+
+def test_every_entry_is_a_row_and_the_folder_is_untouched(hostile: HostileCorpus) -> None:
+    before = snapshot(hostile.root)
+    manifest = scan_folder(hostile.root, jobs=1)
+    assert snapshot(hostile.root) == before
+    paths = set(manifest["path"])
+    for case, rel in hostile.cases.items():
+        if case in ("dir_named_jpg", "empty_class", "non_utf8_name"):
+            continue
+        assert rel in paths, case
+    assert "happy/caf\\xe9.jpg" in paths  # shown escaped, still listed
+    assert manifest.attrs["class_folders"] == ["happy", "neutral", "sad"]
+
+
+def test_parallel_scan_gives_the_same_manifest(tmp_path: Path) -> None:
+    for i in range(70):
+        write_image(tmp_path / ("happy" if i % 2 else "sad") / f"{i}.jpg", seed=i)
+    serial = scan_folder(tmp_path, jobs=1)
+    parallel = scan_folder(tmp_path, jobs=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_faces_can_be_skipped(clean_root: Path) -> None:
+    manifest = scan_folder(clean_root, options=ScanOptions(detect_faces=False))
+    assert manifest["n_faces"].isna().all()
+
+
+@pytest.mark.parametrize("make", ["missing", "file"])
+def test_bad_root_is_a_usage_error(tmp_path: Path, make: str) -> None:
+    root = tmp_path / "data"
+    if make == "file":
+        root.write_text("x")
+    with pytest.raises(DataRootError) as err:
+        scan_folder(root)
+    assert err.value.exit_code == 2 and str(root) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [(b"", "empty"), (b"\xff\xd8\xff\xe0", "jpeg"), (b"BM\x00\x00", "bmp"),
+     (b"<svg xmlns='x'>", "svg"), (b"<?xml version='1.0'?><svg>", "svg"),
+     (b"<?xml version='1.0'?><doc/>", "xml"), (b"<!DOCTYPE html><html>", "html"),
+     (b"plain words", "text"), (b"caf\xc3", "text"), (b"\x00\x01\x02\x03\xfe", "unknown"),
+     (b"%PDF-1.4", "pdf")],
+    ids=["empty", "jpeg", "bmp", "svg", "svg with xml prolog", "other xml", "html", "text",
+         "text cut mid-character", "binary junk", "pdf"],
+)  # fmt: skip
+def test_sniff_format(head: bytes, expected: str) -> None:
+    assert sniff_format(head) == expected
