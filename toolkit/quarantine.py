@@ -62,12 +62,7 @@ def quarantine_rejected(run_dir: Path, into: Path) -> QuarantineRecord:
         "files": entries,
     }
     _save(record_path, record)  # the plan is on disk before the first file moves
-    for entry in entries:
-        src, dst = root / entry["path"], into / entry["path"]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        _move_verified(src, dst, entry["sha256"])
-        entry["moved"] = True
-        _save(record_path, record)
+    _move_all(record, record_path, entries, root, into, moved=True)
     return QuarantineRecord(record_path, len(entries), skipped)
 
 
@@ -86,12 +81,7 @@ def restore_quarantined(into: Path) -> int:
         raise QuarantineError(
             root / clashes[0], f"exists again; restoring would overwrite it ({len(clashes)} such)"
         )
-    for entry in moved:
-        src, dst = into / entry["path"], root / entry["path"]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        _move_verified(src, dst, entry["sha256"])
-        entry["moved"] = False
-        _save(record_path, record)
+    _move_all(record, record_path, moved, into, root, moved=False)
     done = record_path.with_name(f"{RECORD}.restored-{datetime.now(UTC):%Y%m%dT%H%M%S}")
     record_path.rename(done)
     return len(moved)
@@ -108,6 +98,24 @@ def _why_not_movable(root: Path, row: Any) -> str:
     if _sha256(src) != row.sha256:
         return "changed since the scan; validate again first"
     return ""
+
+
+def _move_all(
+    record: dict[str, Any],
+    record_path: Path,
+    entries: list[dict[str, Any]],
+    src_root: Path,
+    dst_root: Path,
+    *,
+    moved: bool,
+) -> None:
+    """Move each entry from src_root to dst_root, saving the record after every file."""
+    for entry in entries:
+        src, dst = src_root / entry["path"], dst_root / entry["path"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _move_verified(src, dst, entry["sha256"])
+        entry["moved"] = moved
+        _save(record_path, record)
 
 
 def _move_verified(src: Path, dst: Path, sha256: str) -> None:
