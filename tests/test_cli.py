@@ -114,3 +114,20 @@ def test_python_dash_m_and_help_answer() -> None:
         [sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0 and "validate" in done.stdout
+
+
+def test_readme_quick_start_commands_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    assert "tox -e validate" in quick and "\n    tox " in quick
+    tox_ini = (Path(__file__).resolve().parents[1] / "tox.ini").read_text()
+    assert "commands = toolkit validate {posargs}" in tox_ini  # what `tox -e validate` runs
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate"]) == 0  # no folder: the demo set, generated once
+    printed = capsys.readouterr()
+    assert "wrote the demo set into data/demo" in printed.err
+    assert "verdict: PASSED" in printed.out and "label_conflict" in printed.out
+    report = json.loads((tmp_path / "runs" / "demo" / "report.json").read_text())
+    assert report["by_rule"]["label_conflict"] == 2 and report["by_rule"]["decodable"] >= 2
