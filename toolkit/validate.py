@@ -74,13 +74,10 @@ class Validation:
 
     def classes(self) -> dict[str, dict[str, int]]:
         """Files and accepted files per class, empty class folders included."""
-        labelled = self.manifest[self.manifest["label"].notna()]
-        n_files = labelled.groupby("label").size()
-        n_accepted = labelled[labelled["status"] == ACCEPTED].groupby("label").size()
-        names = sorted(set(n_files.index) | set(self.manifest.attrs.get("class_folders", [])))
+        counts = class_counts(self.manifest)
         return {
-            str(c): {"n_files": int(n_files.get(c, 0)), "n_accepted": int(n_accepted.get(c, 0))}
-            for c in names
+            str(r.label): {"n_files": int(r.n_files), "n_accepted": int(r.n_accepted)}
+            for r in counts.itertuples(index=False)
         }
 
     def to_report(self) -> dict[str, Any]:
@@ -189,24 +186,25 @@ def _run_file_rules(frame: pd.DataFrame, rules: list[FileRule]) -> list[tuple[in
 # Great Expectations: dataset rules
 
 
+def class_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """label, n_files, n_accepted per class (sorted), empty class folders included."""
+    labelled = frame[frame["label"].notna()]
+    names = sorted(set(labelled["label"]) | set(frame.attrs.get("class_folders", [])))
+    n_files = labelled.groupby("label").size().reindex(names, fill_value=0)
+    accepted = labelled[labelled["status"] == ACCEPTED]
+    n_acc = accepted.groupby("label").size().reindex(names, fill_value=0)
+    return pd.DataFrame(
+        {"label": names, "n_files": n_files.to_numpy(), "n_accepted": n_acc.to_numpy()}
+    )
+
+
 def _tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The tables dataset rules judge, built lazily by name."""
     tables: dict[str, pd.DataFrame] = {}
     tables["files"] = frame[["path", "label"]].copy()
     tables["hashed"] = frame.loc[frame["sha256"].notna(), ["path", "sha256"]].copy()
     if "status" in frame:
-        labelled = frame[frame["label"].notna()]
-        names = sorted(set(labelled["label"]) | set(frame.attrs.get("class_folders", [])))
-        n_files = labelled.groupby("label").size().reindex(names, fill_value=0)
-        n_acc = (
-            labelled[labelled["status"] == ACCEPTED]
-            .groupby("label")
-            .size()
-            .reindex(names, fill_value=0)
-        )
-        classes = pd.DataFrame(
-            {"label": names, "n_files": n_files.to_numpy(), "n_accepted": n_acc.to_numpy()}
-        )
+        classes = class_counts(frame)
         largest = classes.loc[classes["n_accepted"].idxmax()] if len(classes) else None
         classes["largest"] = largest["label"] if largest is not None else ""
         classes["n_largest"] = int(largest["n_accepted"]) if largest is not None else 0
