@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import DatasetFailedError, ToolkitError, UsageError
 
 app = typer.Typer(
     name="toolkit",
@@ -110,6 +110,147 @@ def scan(
     typer.echo(f"scanned {len(manifest):,} files -> {target}")
 
 
+@app.command()
+def train(
+    data: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Data folders (one folder per class each); classes merge by name."),
+    ] = None,
+    manifest: Annotated[
+        list[Path] | None,
+        typer.Option("--manifest", "-m", help="Train on a validated manifest (repeatable)."),
+    ] = None,
+    model: Annotated[str, typer.Option(help="seed (the tutorial's CNN) or default (ours).")] = (
+        "default"
+    ),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder [runs/<data>-<model>].")
+    ] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option("--profile", "-p", help="Profile per data folder, or one for all [tutorial]."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Most epochs [the model's].")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the weights, shuffling.")] = 0,
+    split: Annotated[
+        str, typer.Option(help="train,validation,test shares of the accepted files.")
+    ] = "0.7,0.2,0.1",
+    image_size: Annotated[
+        int | None, typer.Option(min=8, help="Input side in px [the model's].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted run in --out.")
+    ] = False,
+    jobs: JobsOpt = None,
+) -> None:
+    """Validate DATA (only files that pass are used), split it, train, score the test split.
+
+    Writes model.keras, history.csv, metrics.json, plots and run.json into the run folder.
+    """
+    from toolkit.manifest import read_manifest
+    from toolkit.pipeline import DEFAULT_RATIOS
+    from toolkit.train import TrainOptions, merge_manifests, train_model
+
+    options = TrainOptions(
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        ratios=_parse_ratios(split) if split else DEFAULT_RATIOS,
+        image_size=image_size,
+    )
+    if resume:
+        if out is None:
+            raise UsageError("--resume needs the --out folder of the run to continue")
+        result = train_model(
+            None, out, resume=True, command=_command_line(), jobs=jobs, progress=True
+        )
+        _echo_training(result)
+        return
+    from toolkit.evaluate import RUN_JSON
+    from toolkit.models import get_recipe
+
+    get_recipe(model)  # an unknown model fails before a long scan
+    sources = manifest or data or [_ensure_demo_data(DEMO_DIR)]
+    name = Path(sources[0]).resolve().name if len(sources) == 1 else "merged"
+    if manifest and len(manifest) == 1:
+        name = Path(manifest[0]).resolve().parent.name
+    out = out or RUNS_DIR / f"{name}-{model}"
+    if (out / RUN_JSON).exists():
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or pick --out")
+    if manifest:
+        frames = [read_manifest(m) for m in manifest]
+        profiles = [str(f.attrs.get("profile") or "tutorial") for f in frames]
+    else:
+        profiles = _profiles_for(sources, profile)
+        frames = [_validated(p, spec, jobs) for p, spec in zip(sources, profiles, strict=True)]
+    from toolkit.profiles import load_profile
+
+    first = load_profile(profiles[0]).as_dict()
+    result = train_model(
+        merge_manifests(frames),
+        out,
+        options,
+        profile={**first, "specs": profiles},
+        command=_command_line(),
+        jobs=jobs,
+        progress=True,
+    )
+    _echo_training(result)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `toolkit train`.")],
+    data: Annotated[list[Path], typer.Argument(help="Labelled data folders the run never saw.")],
+    profile: Annotated[
+        str | None, typer.Option("--profile", "-p", help="Profile to validate DATA [the run's].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+    jobs: JobsOpt = None,
+) -> None:
+    """Validate DATA with the run's profile and score the run's model on what passed."""
+    import json
+
+    from toolkit.evaluate import evaluate_run
+
+    scores = evaluate_run(run, data, profile=profile, jobs=jobs, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(scores, indent=2))
+        return
+    typer.echo(
+        f"{', '.join(map(str, data))}: scored {scores['n_scored']:,} files "
+        f"({scores['n_rejected']:,} rejected by profile {scores['profile']}, "
+        f"{scores['n_left_out']:,} left out)"
+    )
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "expected_calibration_error"):
+        value = scores[key]
+        typer.echo(f"  {key:<28}{'n/a' if value is None else f'{value:.3f}'}")
+    typer.echo(f"  confusion matrix (rows true {scores['labels']}): {scores['confusion_matrix']}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `toolkit train`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files to label.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """Print the label and its probability for each image; exit 1 if any file failed."""
+    import json
+
+    from toolkit.predict import predict_files
+
+    results = predict_files(run, images)
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            typer.echo(r.line(), err=r.error is not None)
+    if any(r.error is not None for r in results):
+        raise typer.Exit(1)
+
+
 @app.command("demo-data")
 def demo_data(
     folder: Annotated[Path, typer.Argument(help="Where to write the demo set.")] = DEMO_DIR,
@@ -161,6 +302,70 @@ def restore(
     typer.echo(f"restored {n} files from {folder}")
 
 
+def _parse_ratios(text: str) -> tuple[float, float, float]:
+    from toolkit.pipeline import check_ratios
+
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--split takes three numbers like 0.7,0.2,0.1, got {text!r}") from None
+    return check_ratios(values)
+
+
+def _profiles_for(roots: list[Path], given: list[str] | None) -> list[str]:
+    given = given or ["tutorial"]
+    if len(given) == 1:
+        return given * len(roots)
+    if len(given) != len(roots):
+        raise UsageError(f"give one --profile, or one per data folder ({len(roots)})")
+    return given
+
+
+def _validated(root: Path, spec: str, jobs: int | None) -> Any:
+    """Scan and validate one training root; refuse to train on a dataset that failed."""
+    from toolkit.profiles import load_profile
+    from toolkit.scan import scan_folder
+    from toolkit.validate import validate_manifest
+
+    rules = load_profile(spec)
+    result = validate_manifest(scan_folder(root, jobs=jobs, progress=True), rules)
+    report = result.to_report()
+    typer.echo(
+        f"{root}: {report['n_files']:,} files, {report['n_accepted']:,} accepted, "
+        f"{report['n_rejected']:,} rejected (profile {rules.name})",
+        err=True,
+    )
+    if not result.passed:
+        failed = sorted(
+            {
+                f.rule
+                for f in result.blocking_findings
+                if report["rules"][f.rule]["kind"] == "dataset"
+            }
+        )
+        raise DatasetFailedError(root, failed)
+    frame = result.manifest
+    frame["root"] = str(root.resolve())
+    return frame
+
+
+def _echo_training(result: Any) -> None:
+    echo = typer.echo
+    echo(f"classes {result.labels}; files per split:")
+    for split, counts in result.split_counts.items():
+        echo(f"  {split:<11}" + "  ".join(f"{k} {v:,}" for k, v in counts.items()))
+    for path, why in result.left_out[:MAX_FINDING_LINES]:
+        echo(f"{path}: left out: {why}", err=True)
+    m = result.metrics
+    echo(
+        f"{m['split']} split: accuracy {m['accuracy']:.3f}, F1 {m['f1']:.3f}, ROC-AUC "
+        f"{'n/a' if m['roc_auc'] is None else format(m['roc_auc'], '.3f')}, "
+        f"ECE {m['expected_calibration_error']:.3f} ({m['n_scored']} files)"
+    )
+    echo(f"fit: {result.diagnosis}")
+    echo(f"run folder: {result.folder} ({result.seconds:.0f} s)")
+
+
 def _ensure_demo_data(folder: Path) -> Path:
     from toolkit.demo import write_demo_data
 
@@ -170,8 +375,12 @@ def _ensure_demo_data(folder: Path) -> Path:
     return folder
 
 
+#: The arguments of the running command (main's argv, or the process's).
+_ARGV: list[str] = []
+
+
 def _command_line() -> str:
-    return "toolkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return "toolkit " + " ".join(shlex.quote(a) for a in _ARGV or sys.argv[1:])
 
 
 def _echo_summary(
@@ -212,6 +421,7 @@ def _echo_summary(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (the console script exits)."""
+    _ARGV[:] = sys.argv[1:] if argv is None else argv
     try:
         app(args=argv, prog_name="toolkit")
     except SystemExit as exc:  # typer's way out: usage errors exit 2, `typer.Exit(n)` n

@@ -52,3 +52,15 @@ class QuarantineError(ToolkitError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class DatasetFailedError(ToolkitError):
+    """A dataset broke a blocking dataset-wide rule, so nothing is trained on it."""
+
+    def __init__(self, path: Path, rules: list[str]) -> None:
+        self.path = Path(path)
+        self.rules = rules
+        super().__init__(
+            f"{self.path}: the dataset failed {', '.join(rules) or 'validation'}; "
+            "run `toolkit validate` on it to see why, or train with a profile that fits it"
+        )

@@ -55,6 +55,12 @@ VALIDATION_COLUMNS: dict[str, tuple[str, str]] = {
     "warnings": ("string", "the warning rules it broke, ';'-separated"),
 }
 
+#: Columns training adds (toolkit.pipeline.split_manifest, several roots trained together).
+TRAINING_COLUMNS: dict[str, tuple[str, str]] = {
+    "split": ("string", "train, validation or test for accepted files; <NA> otherwise"),
+    "root": ("string", "the data folder `path` is relative to, when several are merged"),
+}
+
 MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
 _META_KEY = b"toolkit"
@@ -67,7 +73,7 @@ def empty_manifest() -> pd.DataFrame:
 
 def normalise_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     """Give every known column its documented dtype (missing values as <NA>)."""
-    types = {**COLUMNS, **VALIDATION_COLUMNS}
+    types = {**COLUMNS, **VALIDATION_COLUMNS, **TRAINING_COLUMNS}
     out = frame.copy()
     for name, (dtype, _) in types.items():
         if name in out.columns:
@@ -129,10 +135,20 @@ def atomic_write(target: Path, write: Callable[[IO[Any]], object], *, binary: bo
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give the usual mode
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_text(target: Path, text: str) -> None:

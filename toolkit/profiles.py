@@ -41,10 +41,18 @@ class Profile:
         """Rules judged over many rows (Great Expectations)."""
         return [r for r in self.rules if isinstance(r, DatasetRule)]
 
+    @property
+    def spec(self) -> str:
+        """What `load_profile` takes to load this profile again: a built-in's name, or the
+        file's path."""
+        builtin = builtin_profiles().get(self.name)
+        return self.name if builtin is not None and str(builtin) == self.source else self.source
+
     def as_dict(self) -> dict[str, Any]:
         """The profile as plain data (for report.json and run folders)."""
         return {
             "name": self.name,
+            "spec": self.spec,
             "description": self.description,
             "source": self.source,
             "rules": {r.name: {**dataclasses.asdict(r), "rule": r.rule} for r in self.rules},

@@ -105,7 +105,7 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
     """Judge every row and the dataset as a whole; returns the manifest with verdicts."""
     attrs = dict(manifest.attrs)
     frame = normalise_manifest(manifest).reset_index(drop=True)
-    frame.attrs = attrs
+    frame.attrs = {**attrs, "profile": profile.spec}
     row_findings: dict[int, list[Finding]] = defaultdict(list)
 
     for index, finding in _run_file_rules(frame, profile.file_rules):

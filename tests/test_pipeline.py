@@ -1,0 +1,349 @@
+"""The split, the decoder and the tf.data pipeline: accepted manifest rows -> batches."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from corpus import EXIF_ORIENTATION_TAG, write_image
+from PIL import Image
+
+from toolkit.errors import ManifestError, UsageError
+from toolkit.manifest import normalise_manifest
+from toolkit.pipeline import (
+    InputSpec,
+    check_ratios,
+    class_names,
+    decode_rows,
+    load_image,
+    make_dataset,
+    member_path,
+    split_manifest,
+)
+
+
+def _rows(n_per_class: dict[str, int], **extra: object) -> pd.DataFrame:
+    """Accepted manifest rows with distinct hashes (no duplicates) unless extra says so."""
+    rows = []
+    for label, n in n_per_class.items():
+        for i in range(n):
+            key = f"{label}-{i}"
+            rows.append(
+                {
+                    "path": f"{label}/{i:04d}.jpg",
+                    "label": label,
+                    "sha256": hashlib.sha256(key.encode()).hexdigest(),
+                    "phash": f"{(hash_int(key)):016x}",
+                    "status": "accepted",
+                    **extra,
+                }
+            )
+    return normalise_manifest(pd.DataFrame(rows))
+
+
+def hash_int(key: str) -> int:
+    """A 64-bit perceptual-hash stand-in, far from other keys' (random bits)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:16], 16)
+
+
+# ----------------------------------------------------------------------------- the split
+
+
+def test_split_is_stratified_with_the_tutorials_shares() -> None:
+    split = split_manifest(_rows({"happy": 100, "sad": 50}))
+    counts = split.groupby(["label", "split"]).size().to_dict()
+    assert counts == {
+        ("happy", "train"): 70, ("happy", "validation"): 20, ("happy", "test"): 10,
+        ("sad", "train"): 35, ("sad", "validation"): 10, ("sad", "test"): 5,
+    }  # fmt: skip
+
+
+def test_split_depends_on_seed_and_content_not_on_row_order() -> None:
+    rows = _rows({"happy": 30, "sad": 30})
+    first = split_manifest(rows, seed=1).set_index("path")["split"]
+    shuffled = split_manifest(rows.sample(frac=1, random_state=7), seed=1)
+    assert shuffled.set_index("path")["split"].sort_index().equals(first.sort_index())
+    other = split_manifest(rows, seed=2).set_index("path")["split"]
+    assert not other.equals(first)
+
+
+def test_exact_and_near_duplicates_land_in_one_split() -> None:
+    rows = _rows({"happy": 40, "sad": 40})
+    # five copies of one picture, and a near copy (2 bits off) of another
+    rows.loc[0:4, "sha256"] = rows.loc[0, "sha256"]
+    base = int(rows.loc[10, "phash"], 16)
+    rows.loc[11, "phash"] = f"{base ^ 0b101:016x}"
+    split = split_manifest(rows, max_phash_distance=4)
+    assert split.loc[0:4, "split"].nunique() == 1
+    assert split.loc[10, "split"] == split.loc[11, "split"]
+
+
+def test_near_duplicates_split_freely_when_the_distance_is_off() -> None:
+    rows = _rows({"happy": 400})
+    base = int(rows.loc[10, "phash"], 16)
+    rows["phash"] = [f"{base ^ (1 << (i % 64)):016x}" for i in range(len(rows))]
+    together = split_manifest(rows, max_phash_distance=4)
+    apart = split_manifest(rows, max_phash_distance=None)
+    assert together["split"].nunique() == 1  # all within 2 bits of each other: one group
+    assert apart["split"].nunique() == 3
+
+
+def test_rejected_rows_get_no_split() -> None:
+    rows = _rows({"happy": 10, "sad": 10})
+    rows.loc[[0, 15], "status"] = "rejected"
+    split = split_manifest(rows)
+    assert split.loc[[0, 15], "split"].isna().all()
+    assert split["split"].notna().sum() == 18
+    assert class_names(rows) == ["happy", "sad"]
+
+
+def test_nothing_accepted_gives_an_empty_split() -> None:
+    rows = _rows({"happy": 3})
+    rows["status"] = "rejected"
+    assert split_manifest(rows)["split"].isna().all()
+
+
+@pytest.mark.parametrize(
+    "ratios",
+    [(0.7, 0.2), (0.8, 0.2, 0.1), (0.7, -0.1, 0.4), (0.0, 0.9, 0.1), (0.9, 0.0, 0.1)],
+    ids=["two shares", "sum over one", "a negative share", "no training", "no validation"],
+)
+def test_bad_split_ratios_are_refused(ratios: tuple[float, ...]) -> None:
+    with pytest.raises(UsageError, match="share"):
+        check_ratios(ratios)
+
+
+def test_a_zero_test_share_is_allowed() -> None:
+    split = split_manifest(_rows({"happy": 10, "sad": 10}), (0.8, 0.2, 0.0))
+    assert "test" not in set(split["split"])
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["../../etc/passwd", "/etc/passwd", "happy/../../x.jpg", ""],
+    ids=["climbs out", "absolute", "climbs out midway", "empty"],
+)
+def test_manifest_paths_never_leave_the_root(tmp_path: Path, rel: str) -> None:
+    with pytest.raises(ManifestError, match="leaves the data root"):
+        member_path(tmp_path, rel)
+
+
+def test_an_edited_manifest_pointing_outside_is_refused_whole(tmp_path: Path) -> None:
+    rows = _rows({"happy": 2})
+    rows.loc[1, "path"] = "../../etc/passwd"
+    with pytest.raises(ManifestError, match="etc/passwd"):
+        decode_rows(rows, InputSpec(8, 1), ["happy"], root=tmp_path)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _spec(size: int = 16, channels: int = 3, crop: bool = False) -> InputSpec:
+    return InputSpec(size=size, channels=channels, crop_faces=crop)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("RGB", "JPEG"),
+        ("L", "JPEG"),
+        ("CMYK", "JPEG"),
+        ("RGB", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("I;16", "PNG"),
+        ("LA", "PNG"),
+        ("RGB", "BMP"),
+        ("P", "GIF"),
+        ("RGB", "WEBP"),
+        ("RGB", "TIFF"),
+    ],
+    ids=lambda v: str(v),
+)
+@pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
+def test_every_accepted_kind_of_image_decodes_to_the_models_shape(
+    tmp_path: Path, mode: str, fmt: str, channels: int
+) -> None:
+    path = write_image(tmp_path / f"x.{fmt.lower()}", size=(40, 30), mode=mode, fmt=fmt)
+    arr = load_image(path, _spec(16, channels))
+    assert arr.shape == (16, 16, channels)
+    assert arr.dtype == np.uint8
+    assert arr.std() > 0  # real pixels, not a blank
+
+
+def test_sixteen_bit_images_keep_their_contrast(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "deep.png", size=(32, 32), mode="I;16", fmt="PNG")
+    arr = load_image(path, _spec(32, 1))
+    assert arr.max() > 200 and arr.min() < 60  # scaled from 16 bits, not clipped to 255
+
+
+def test_transparent_pixels_become_white(tmp_path: Path) -> None:
+    img = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    img.save(tmp_path / "clear.png")
+    assert load_image(tmp_path / "clear.png", _spec(8)).min() == 255
+
+
+def test_the_first_frame_of_an_animation_is_used(tmp_path: Path) -> None:
+    frames = [Image.new("L", (8, 8), v) for v in (10, 250)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert load_image(tmp_path / "anim.gif", _spec(8, 1)).mean() < 30
+
+
+def test_exif_orientation_turns_the_picture_upright(tmp_path: Path) -> None:
+    pixels = np.zeros((20, 20, 3), np.uint8)
+    pixels[:, 10:] = 255  # stored: left black, right white
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = 6  # display rotated 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    arr = load_image(tmp_path / "rot.jpg", _spec(20, 1))
+    assert arr[:8].mean() < 40 and arr[-8:].mean() > 215  # upright: top black, bottom white
+
+
+def test_the_face_box_is_cropped_with_a_margin(tmp_path: Path) -> None:
+    pixels = np.zeros((200, 200), np.uint8)
+    pixels[80:120, 80:120] = 255  # the "face"
+    Image.fromarray(pixels).save(tmp_path / "face.png")
+    row = pd.Series({"face_x": 80, "face_y": 80, "face_w": 40, "face_h": 40})
+    cropped = load_image(tmp_path / "face.png", _spec(32, 1, crop=True), row=row)
+    whole = load_image(tmp_path / "face.png", _spec(32, 1, crop=False), row=row)
+    assert cropped.mean() > 80 > whole.mean()  # the face fills most of the crop
+    no_face = pd.Series({"face_x": pd.NA, "face_y": pd.NA, "face_w": pd.NA, "face_h": pd.NA})
+    fallback = load_image(tmp_path / "face.png", _spec(32, 1, crop=True), row=no_face)
+    assert np.array_equal(fallback, whole)
+
+
+def test_a_jpeg_face_crop_survives_reduced_scale_decoding(tmp_path: Path) -> None:
+    pixels = np.zeros((800, 800), np.uint8)
+    pixels[600:700, 100:200] = 255
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)
+    row = pd.Series({"face_x": 100, "face_y": 600, "face_w": 100, "face_h": 100})
+    spec = InputSpec(size=16, channels=1, crop_faces=True, face_margin=0.0)
+    assert load_image(tmp_path / "big.jpg", spec, row=row).mean() > 200
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [("rewrite", "changed since the scan"), ("delete", "vanished since the scan")],
+    ids=["rewritten after the scan", "deleted after the scan"],
+)
+def test_files_that_changed_since_the_scan_are_left_out_by_path(
+    tmp_path: Path, change: str, message: str
+) -> None:
+    for i in range(3):
+        write_image(tmp_path / "happy" / f"{i}.jpg", seed=i)
+    rows = normalise_manifest(
+        pd.DataFrame(
+            {
+                "path": [f"happy/{i}.jpg" for i in range(3)],
+                "label": ["happy"] * 3,
+                "sha256": [
+                    hashlib.sha256((tmp_path / f"happy/{i}.jpg").read_bytes()).hexdigest()
+                    for i in range(3)
+                ],
+                "status": ["accepted"] * 3,
+            }
+        )
+    )
+    victim = tmp_path / "happy" / "1.jpg"
+    if change == "rewrite":
+        write_image(victim, seed=99)
+    else:
+        victim.unlink()
+    decoded = decode_rows(rows, _spec(8), ["happy"], root=tmp_path)
+    assert decoded.paths == ["happy/0.jpg", "happy/2.jpg"]
+    assert len(decoded.images) == 2
+    assert decoded.problems == [("happy/1.jpg", pytest.approx(decoded.problems[0][1]))]
+    assert message in decoded.problems[0][1]
+
+
+def test_a_declared_bomb_is_never_decoded(tmp_path: Path) -> None:
+    from corpus import _bomb_png
+
+    (tmp_path / "bomb.png").write_bytes(_bomb_png())
+    with pytest.raises(Exception, match="px limit"):
+        load_image(tmp_path / "bomb.png", _spec(8))
+
+
+def test_text_saved_as_jpg_is_a_decode_problem_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "fake.jpg").write_text("<html>404 not found</html>")
+    with pytest.raises(Exception, match="cannot decode"):
+        load_image(tmp_path / "fake.jpg", _spec(8))
+
+
+def test_an_unreadable_file_is_a_read_problem(tmp_path: Path) -> None:
+    (tmp_path / "dir.jpg").mkdir()
+    with pytest.raises(Exception, match="cannot read"):
+        load_image(tmp_path / "dir.jpg", _spec(8))
+
+
+def test_past_the_memory_budget_the_cache_is_a_file(tmp_path: Path) -> None:
+    for i in range(4):
+        write_image(tmp_path / "data" / "happy" / f"{i}.jpg", seed=i)
+    rows = _files_as_rows(tmp_path / "data")
+    cache = tmp_path / "cache" / "train.npy"
+    decoded = decode_rows(rows, _spec(8), ["happy"], cache_file=cache, memory_bytes=0)
+    assert isinstance(decoded.images, np.memmap)
+    assert cache.stat().st_size >= 4 * 8 * 8 * 3
+    in_memory = decode_rows(rows, _spec(8), ["happy"], cache_file=cache.with_name("b.npy"))
+    assert not isinstance(in_memory.images, np.memmap)
+    assert not cache.with_name("b.npy").exists()
+    assert np.array_equal(np.asarray(decoded.images), in_memory.images)
+
+
+def _files_as_rows(root: Path) -> pd.DataFrame:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    rows = normalise_manifest(
+        pd.DataFrame(
+            {
+                "path": [p.relative_to(root).as_posix() for p in files],
+                "label": [p.parent.name for p in files],
+                "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in files],
+                "status": ["accepted"] * len(files),
+            }
+        )
+    )
+    rows.attrs["root"] = str(root)
+    return rows
+
+
+# ----------------------------------------------------------------------------- tf.data
+
+
+def test_batches_are_scaled_to_one_and_reshuffled_every_epoch(tmp_path: Path) -> None:
+    for label in ("happy", "sad"):
+        for i in range(10):
+            write_image(
+                tmp_path / label / f"{i}.png", fmt="PNG", seed=i + (50 if label == "sad" else 0)
+            )
+    rows = _files_as_rows(tmp_path)
+    decoded = decode_rows(rows, _spec(8), ["happy", "sad"], progress=True)
+    ds = make_dataset(decoded, batch_size=8, shuffle=True, seed=3)
+    epoch1 = [(x.numpy(), y.numpy()) for x, y in ds]
+    epoch2 = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert [len(y) for _, y in epoch1] == [8, 8, 4]
+    x = epoch1[0][0]
+    assert x.dtype == np.float32 and x.shape == (8, 8, 8, 3)
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.5
+    assert set(np.concatenate([y for _, y in epoch1]).tolist()) == {0.0, 1.0}
+    sums1 = sorted(float(b.sum()) for b, _ in epoch1)
+    sums2 = sorted(float(b.sum()) for b, _ in epoch2)
+    assert sum(sums1) == pytest.approx(sum(sums2), rel=1e-5)  # same images every epoch
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(epoch1, epoch2, strict=True))
+
+
+def test_unshuffled_batches_keep_manifest_order_with_integer_labels_for_softmax(
+    tmp_path: Path,
+) -> None:
+    for label in ("a", "b", "c"):
+        write_image(tmp_path / label / "0.png", fmt="PNG", seed=ord(label))
+    decoded = decode_rows(_files_as_rows(tmp_path), _spec(8), ["a", "b", "c"])
+    ((x, y),) = list(make_dataset(decoded, batch_size=8, binary=False))
+    assert y.numpy().tolist() == [0, 1, 2]
+    assert y.dtype.name == "int32"
+    assert np.allclose(x.numpy() * 255, decoded.images, atol=1e-3)

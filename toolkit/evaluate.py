@@ -1,0 +1,212 @@
+"""Scoring: a trained run's model against labelled images it has never seen.
+
+`score_predictions` turns labels and predicted probabilities into the metrics a run folder
+and `toolkit evaluate --json` report (scikit-learn computes them). `evaluate_run` scans and
+validates a folder with the run's profile, then scores the accepted files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit.errors import ManifestError, UsageError
+from toolkit.pipeline import DecodedImages, InputSpec, decode_rows, make_dataset
+from toolkit.validate import ACCEPTED
+
+log = logging.getLogger(__name__)
+
+RUN_JSON = "run.json"
+MODEL_FILE = "model.keras"
+N_CALIBRATION_BINS = 10
+
+
+@dataclass
+class Run:
+    """A finished training run, loaded for scoring."""
+
+    folder: Path
+    model: Any
+    labels: list[str]
+    spec: InputSpec
+    config: dict[str, Any]
+
+    @property
+    def binary(self) -> bool:
+        """Two classes: one sigmoid output, the probability of labels[1]."""
+        return len(self.labels) == 2
+
+
+def read_run_config(folder: Path) -> dict[str, Any]:
+    """run.json of a run folder, or a ManifestError naming what is missing."""
+    path = Path(folder) / RUN_JSON
+    if not path.is_file():
+        raise ManifestError(path, "not a run folder (no run.json; train one with `toolkit train`)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ManifestError(path, f"unreadable run record: {exc}") from exc
+
+
+def load_run(folder: Path) -> Run:
+    """Load a run's model in Keras' safe mode (no code from the file runs) and its config."""
+    import keras
+
+    folder = Path(folder)
+    config = read_run_config(folder)
+    model_path = folder / MODEL_FILE
+    if not model_path.is_file():
+        raise ManifestError(model_path, "the run has no model (did training finish?)")
+    try:
+        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise ManifestError(model_path, f"cannot load the model safely: {exc}") from exc
+    spec = InputSpec(**config["input"])
+    return Run(folder, model, list(config["labels"]), spec, config)
+
+
+def predict_proba(run: Run, decoded: DecodedImages, batch_size: int = 64) -> np.ndarray:
+    """Probabilities per image: (n,) of labels[1] for two classes, else (n, n_classes)."""
+    if len(decoded) == 0:
+        return np.zeros((0,) if run.binary else (0, len(run.labels)), dtype=np.float32)
+    ds = make_dataset(decoded, batch_size=batch_size, shuffle=False, binary=run.binary)
+    proba = run.model.predict(ds.map(lambda x, y: x), verbose=0)
+    return proba[:, 0] if run.binary else proba
+
+
+def score_predictions(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1, ROC-AUC, confusion matrix, per class, and
+    calibration (expected calibration error over 10 equal-width confidence bins)."""
+    from sklearn import metrics
+
+    y_true = np.asarray(y_true, dtype=int)
+    binary = proba.ndim == 1
+    full = np.stack([1 - proba, proba], axis=1) if binary else np.asarray(proba)
+    y_pred = full.argmax(axis=1) if len(full) else np.zeros(0, dtype=int)
+    ids = list(range(len(labels)))
+    average = "binary" if binary else "macro"
+    kw: dict[str, Any] = {"labels": ids, "zero_division": 0}
+    if binary:
+        kw["pos_label"] = 1
+    precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+        y_true, y_pred, average=average, **kw
+    )
+    per_p, per_r, per_f, per_n = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, zero_division=0
+    )
+    present = np.unique(y_true)
+    if len(present) < 2:
+        roc_auc = None  # undefined with one class present
+    elif binary:
+        roc_auc = float(metrics.roc_auc_score(y_true, proba))
+    else:
+        roc_auc = float(
+            metrics.roc_auc_score(y_true, full, multi_class="ovr", average="macro", labels=ids)
+        )
+    confidence = full.max(axis=1) if len(full) else np.zeros(0)
+    calibration = _calibration(confidence, y_pred == y_true)
+    return {
+        "n_scored": len(y_true),
+        "labels": list(labels),
+        "positive_label": labels[1] if binary else None,
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)) if len(y_true) else None,
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "roc_auc": roc_auc,
+        "confusion_matrix": metrics.confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        "per_class": {
+            name: {
+                "precision": float(per_p[i]),
+                "recall": float(per_r[i]),
+                "f1": float(per_f[i]),
+                "support": int(per_n[i]),
+            }
+            for i, name in enumerate(labels)
+        },
+        "expected_calibration_error": calibration["ece"],
+        "calibration_bins": calibration["bins"],
+    }
+
+
+def _calibration(confidence: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
+    """ECE: the gap between confidence and accuracy, averaged over bins by their size."""
+    edges = np.linspace(0.0, 1.0, N_CALIBRATION_BINS + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, N_CALIBRATION_BINS - 1)
+    bins, ece = [], 0.0
+    for b in range(N_CALIBRATION_BINS):
+        inside = which == b
+        n = int(inside.sum())
+        if n == 0:
+            continue
+        conf, acc = float(confidence[inside].mean()), float(correct[inside].mean())
+        ece += n / len(confidence) * abs(conf - acc)
+        bins.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "n": n,
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
+    return {"ece": float(ece) if len(confidence) else None, "bins": bins}
+
+
+def evaluate_run(
+    folder: Path,
+    data: list[Path],
+    *,
+    profile: str | None = None,
+    jobs: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Scan and validate `data` with the run's profile (or `profile`), score what passed."""
+    from toolkit.manifest import normalise_manifest
+    from toolkit.profiles import load_profile
+    from toolkit.scan import ScanOptions, scan_folder
+    from toolkit.validate import validate_manifest
+
+    run = load_run(folder)
+    rules = load_profile(profile or run.config["profile"]["spec"])
+    frames = []
+    for root in data:
+        manifest = scan_folder(
+            root,
+            jobs=jobs,
+            options=ScanOptions(detect_faces=run.spec.crop_faces),
+            progress=progress,
+        )
+        checked = validate_manifest(manifest, rules).manifest
+        checked["root"] = str(Path(root).resolve())
+        frames.append(checked)
+    merged = normalise_manifest(pd.concat(frames, ignore_index=True))
+    accepted = merged[merged["status"] == ACCEPTED]
+    known = accepted[accepted["label"].isin(run.labels)]
+    unknown = sorted(set(accepted["label"].dropna()) - set(run.labels))
+    if known.empty:
+        raise UsageError(
+            f"nothing to score in {', '.join(map(str, data))}: no accepted file has a label "
+            f"the model knows ({', '.join(run.labels)})"
+        )
+    decoded = decode_rows(known, run.spec, run.labels, jobs=jobs, progress=progress)
+    proba = predict_proba(run, decoded)
+    scores = score_predictions(decoded.labels, proba, run.labels)
+    return {
+        "run": str(folder),
+        "data": [str(p) for p in data],
+        "profile": rules.name,
+        "n_files": len(merged),
+        "n_rejected": int((merged["status"] != ACCEPTED).sum()),
+        "n_unknown_label": int(len(accepted) - len(known)),
+        "unknown_labels": unknown,
+        "n_left_out": len(decoded.problems),
+        "left_out": [{"path": p, "why": w} for p, w in decoded.problems],
+        **scores,
+    }

@@ -1,0 +1,381 @@
+"""Accepted manifest rows -> a leak-free split -> decoded uint8 images -> tf.data.Dataset.
+
+Only rows validation accepted enter, and the folder is never walked again: every path comes
+from the manifest, relative to its root, and may not point outside it. Each image is
+decoded once with Pillow (the decoder the scan used, so what passed validation is what gets
+decoded), checked against the manifest's sha256 (a file changed or removed since the scan
+is reported by path and left out), turned upright by its EXIF orientation, converted to the
+model's channels, optionally cropped to the scan's face box, resized and kept as uint8 in
+memory or, past a memory budget, in a .npy file. Batches are gathered from that cache,
+shuffled, scaled by 1/255 as the tutorial does, and prefetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit.errors import ManifestError, UsageError
+from toolkit.rules import content_groups
+from toolkit.validate import ACCEPTED
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_RATIOS = (0.7, 0.2, 0.1)  # the tutorial's train/val/test shares
+#: Past this many bytes of decoded pixels the cache lives in a .npy file, not in memory.
+DEFAULT_MEMORY_BYTES = 2 * 1024**3
+#: A file declaring more pixels than this is never decoded (decompression bombs).
+MAX_DECODE_PIXELS = 100_000_000
+
+# EXIF orientation -> the Pillow transpose that makes the picture upright.
+_UPRIGHT = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # values of PIL.Image.Transpose
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model sees: a square of `size` px with `channels` (1 grey, 3 RGB)."""
+
+    size: int = 256
+    channels: int = 3
+    crop_faces: bool = False
+    face_margin: float = 0.3  # context kept around the face box, per side, as a share of it
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The model's input shape (height, width, channels)."""
+        return (self.size, self.size, self.channels)
+
+
+@dataclass
+class DecodedImages:
+    """Decoded pixels of some manifest rows, with the rows that could not be used."""
+
+    images: np.ndarray  # (n, size, size, channels) uint8; an np.memmap past the budget
+    labels: np.ndarray  # (n,) int32 index into the class list
+    paths: list[str]
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    """Validate train/validation/test shares: three non-negative numbers summing to 1."""
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0):
+        raise UsageError(f"split ratios must be three shares summing to 1, got {list(ratios)}")
+    if ratios[0] <= 0 or ratios[1] <= 0:
+        raise UsageError("the train and validation shares must be above 0")
+    return (float(ratios[0]), float(ratios[1]), float(ratios[2]))
+
+
+def split_manifest(
+    manifest: pd.DataFrame,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    *,
+    seed: int = 0,
+    max_phash_distance: int | None = 4,
+) -> pd.DataFrame:
+    """Add a `split` column: train/validation/test for accepted rows, <NA> for the rest.
+
+    Stratified by class and grouped by content: files with the same sha256, or perceptual
+    hashes within `max_phash_distance` bits, always land in the same split, so no image
+    (or a copy of it) is both trained on and scored. The order groups are dealt in depends
+    only on the seed and the files' hashes, not on the order of the rows.
+    """
+    ratios = check_ratios(ratios)
+    frame = manifest.copy()
+    frame["split"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    accepted = frame[frame["status"] == ACCEPTED]
+    if accepted.empty:
+        return frame
+    groups = content_groups(accepted.reset_index(drop=True), max_phash_distance)
+    group = pd.Series(groups.to_numpy(), index=accepted.index)
+    alone = group.isna()
+    group[alone] = -1 - np.arange(int(alone.sum()))  # rows without a hash stand alone
+    keys = accepted["sha256"].fillna(accepted["path"])
+    members = pd.DataFrame(
+        {"group": group.astype("int64"), "label": accepted["label"], "key": keys}
+    )
+    per_group = members.groupby("group").agg(
+        label=("label", lambda s: s.value_counts().index[0]),
+        key=("key", "min"),
+        n=("key", "size"),
+    )
+    per_group["order"] = [
+        hashlib.sha256(f"{seed}:{k}".encode()).hexdigest() for k in per_group["key"]
+    ]
+    assignment: dict[int, str] = {}
+    for _, block in per_group.sort_values("order").groupby("label", sort=True):
+        targets = _targets(int(block["n"].sum()), ratios)
+        filled = [0, 0, 0]
+        for gid, n in zip(block.index, block["n"], strict=True):
+            # the split furthest below its target takes the group (ties: train first)
+            i = max(range(3), key=lambda s: (targets[s] - filled[s], -s))
+            filled[i] += int(n)
+            assignment[int(gid)] = SPLITS[i]
+    frame.loc[accepted.index, "split"] = members["group"].map(assignment).astype("string")
+    return frame
+
+
+def _targets(n: int, ratios: tuple[float, float, float]) -> list[int]:
+    """Files per split for n files: largest remainders, so they sum to n."""
+    raw = [n * r for r in ratios]
+    out = [math.floor(x) for x in raw]
+    for i in sorted(range(3), key=lambda i: raw[i] - out[i], reverse=True)[: n - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def class_names(manifest: pd.DataFrame) -> list[str]:
+    """The classes a model predicts: labels of accepted rows, sorted (index = class id)."""
+    accepted = manifest[manifest["status"] == ACCEPTED]
+    return sorted(accepted["label"].dropna().unique().tolist())
+
+
+def member_path(root: Path, rel: str) -> Path:
+    """`root / rel`, refusing a manifest path that is absolute or climbs out of the root."""
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or not rel:
+        raise ManifestError(Path(rel), "path leaves the data root; refusing to read it")
+    return Path(root) / pure
+
+
+def check_paths(manifest: pd.DataFrame) -> None:
+    """Refuse the whole manifest if any path could reach outside its root."""
+    for rel in manifest["path"].dropna():
+        member_path(Path("."), str(rel))
+
+
+def decode_rows(
+    rows: pd.DataFrame,
+    spec: InputSpec,
+    labels: Sequence[str],
+    *,
+    root: Path | None = None,
+    cache_file: Path | None = None,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    jobs: int | None = None,
+    progress: bool = False,
+) -> DecodedImages:
+    """Decode `rows` (manifest rows) into one uint8 array; unusable rows go to `.problems`.
+
+    The root is the row's `root` column when it has one (several data folders trained
+    together), else `root`, else the manifest's `attrs["root"]`.
+    """
+    default_root = Path(root or rows.attrs.get("root") or ".")
+    check_paths(rows)
+    index_of = {name: i for i, name in enumerate(labels)}
+    n = len(rows)
+    nbytes = n * spec.size * spec.size * spec.channels
+    if cache_file is not None and nbytes > memory_bytes:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        buffer: np.ndarray = np.lib.format.open_memmap(
+            cache_file, mode="w+", dtype=np.uint8, shape=(n, *spec.shape)
+        )
+        log.info("caching %d decoded images (%.1f GB) in %s", n, nbytes / 1e9, cache_file)
+    else:
+        buffer = np.zeros((n, *spec.shape), dtype=np.uint8)
+
+    roots = rows["root"] if "root" in rows.columns else pd.Series(str(default_root), rows.index)
+    tasks = [
+        (i, Path(str(r)), row)
+        for i, (r, (_, row)) in enumerate(zip(roots, rows.iterrows(), strict=True))
+    ]
+
+    def work(task: tuple[int, Path, pd.Series]) -> tuple[int, str | None]:
+        i, base, row = task
+        try:
+            buffer[i] = load_image(member_path(base, str(row["path"])), spec, row=row)
+        except ImageProblem as exc:
+            return i, str(exc)
+        return i, None
+
+    problems: dict[int, str] = {}
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        results: Iterable[tuple[int, str | None]] = pool.map(work, tasks)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=n, desc="decoding", unit="img", leave=False)
+        for i, why in results:
+            if why is not None:
+                problems[i] = why
+    keep = [i for i in range(n) if i not in problems]
+    path_list = rows["path"].astype(str).tolist()
+    label_ids = np.array([index_of[str(x)] for x in rows["label"]], dtype=np.int32)
+    images = buffer if not problems else buffer[keep]
+    for i, why in sorted(problems.items()):
+        log.warning("%s: left out: %s", path_list[i], why)
+    return DecodedImages(
+        images=images,
+        labels=label_ids[keep],
+        paths=[path_list[i] for i in keep],
+        problems=[(path_list[i], why) for i, why in sorted(problems.items())],
+    )
+
+
+class ImageProblem(Exception):
+    """A file cannot be turned into model input; the message says why."""
+
+
+def load_image(path: Path, spec: InputSpec, *, row: pd.Series | None = None) -> np.ndarray:
+    """One file -> a (size, size, channels) uint8 array, or ImageProblem saying why not.
+
+    With a manifest `row`, the bytes must still hash to its sha256, and its face box (in
+    the file's stored pixels) is used when `spec.crop_faces`.
+    """
+    from PIL import Image
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageProblem("vanished since the scan (validate again)") from None
+    except OSError as exc:
+        raise ImageProblem(f"cannot read: {exc.strerror or exc}") from None
+    expected = row.get("sha256") if row is not None else None
+    if pd.notna(expected) and hashlib.sha256(data).hexdigest() != expected:
+        raise ImageProblem("changed since the scan: sha256 differs (validate again)")
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > MAX_DECODE_PIXELS:
+                raise ImageProblem(
+                    f"declares {width}x{height} px, over the {MAX_DECODE_PIXELS:,} px limit"
+                )
+            box = _face_box(row, width, height, spec) if spec.crop_faces else None
+            return _to_array(img, spec, box)
+    except ImageProblem:
+        raise
+    except Exception as exc:
+        raise ImageProblem(f"cannot decode: {type(exc).__name__}: {exc}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _face_box(
+    row: pd.Series | None, width: int, height: int, spec: InputSpec
+) -> tuple[int, int, int, int] | None:
+    """The face box grown by the margin and made square, clipped to the image."""
+    if row is None or any(pd.isna(row.get(k)) for k in ("face_x", "face_y", "face_w", "face_h")):
+        return None
+    x, y, w, h = (int(row[k]) for k in ("face_x", "face_y", "face_w", "face_h"))
+    side = max(w, h) * (1 + 2 * spec.face_margin)
+    cx, cy = x + w / 2, y + h / 2
+    left, top = max(0, round(cx - side / 2)), max(0, round(cy - side / 2))
+    right, bottom = min(width, round(cx + side / 2)), min(height, round(cy + side / 2))
+    if right - left < 2 or bottom - top < 2:
+        return None
+    return left, top, right, bottom
+
+
+def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    from PIL import Image
+
+    orientation = img.getexif().get(0x0112) if hasattr(img, "getexif") else None
+    width, height = img.size
+    if img.format in ("JPEG", "MPO"):
+        # decode at the smallest DCT scale that still covers the output (or the face box)
+        cw, ch = (box[2] - box[0], box[3] - box[1]) if box else (width, height)
+        want = (
+            math.ceil(width * spec.size / max(cw, 1)),
+            math.ceil(height * spec.size / max(ch, 1)),
+        )
+        img.draft("L" if spec.channels == 1 else "RGB", want)
+        if box and img.size != (width, height):
+            sx, sy = img.size[0] / width, img.size[1] / height
+            box = (
+                round(box[0] * sx),
+                round(box[1] * sy),
+                round(box[2] * sx),
+                round(box[3] * sy),
+            )
+    img.seek(0)  # the first frame of an animation
+    img.load()
+    img = _flatten(img)
+    if box:
+        img = img.crop(box)
+    if orientation in _UPRIGHT:
+        img = img.transpose(Image.Transpose(_UPRIGHT[orientation]))
+    img = img.convert("L" if spec.channels == 1 else "RGB")
+    img = img.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).reshape(spec.shape)
+
+
+def _flatten(img: Any) -> Any:
+    """Any Pillow mode -> L or RGB: alpha over white, 16-bit scaled down, CMYK/palette
+    converted."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        return Image.fromarray(np.clip(arr * 255.0 / top, 0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        span = max(float(arr.max() - arr.min()), 1e-9)
+        return Image.fromarray(((arr - arr.min()) * 255.0 / span).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode in ("L", "RGB"):
+        return img
+    return img.convert("RGB")
+
+
+def make_dataset(
+    decoded: DecodedImages,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    binary: bool = True,
+) -> Any:
+    """A tf.data.Dataset of (images scaled to [0, 1], labels) batches from the cache.
+
+    Batches are gathered by index from the uint8 cache (memory or memmap), so a later
+    epoch costs a copy, not a decode; shuffling reshuffles every epoch, within the split.
+    """
+    import tensorflow as tf
+
+    images, labels = decoded.images, decoded.labels
+    n = len(decoded)
+    shape = images.shape[1:]
+
+    def gather(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.sort(idx)  # sequential reads from a memmap; the batch is still random
+        return images[idx], labels[idx]
+
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    label_type = tf.float32 if binary else tf.int32
+
+    def load(idx: Any) -> tuple[Any, Any]:
+        x, y = tf.numpy_function(gather, [idx], [tf.uint8, tf.int32], stateful=False)
+        x = tf.ensure_shape(x, (None, *shape))
+        y = tf.ensure_shape(y, (None,))
+        return tf.cast(x, tf.float32) / 255.0, tf.cast(y, label_type)
+
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

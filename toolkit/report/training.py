@@ -1,0 +1,109 @@
+"""Plots of a training run: learning curves, confusion matrix, reliability diagram (PNG)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from toolkit.manifest import atomic_write
+
+CURVES_PNG = "curves.png"
+CONFUSION_PNG = "confusion_matrix.png"
+RELIABILITY_PNG = "reliability.png"
+
+
+def _save(fig: Any, target: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(target, lambda fh: fh.write(buf.getvalue()), binary=True)
+    return target
+
+
+def _figure(ncols: int = 1, width: float = 5.0) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=(width * ncols, 3.8), squeeze=False)
+
+
+def plot_curves(history: dict[str, Sequence[float]], target: Path, title: str = "") -> Path:
+    """loss vs val_loss and accuracy vs val_accuracy per epoch, the tutorial's two plots."""
+    fig, axes = _figure(2)
+    for ax, metric in zip(axes[0], ("loss", "accuracy"), strict=True):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            values = history.get(key) or []
+            if len(values):
+                ax.plot(range(1, len(values) + 1), values, style, marker="o", ms=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, target)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], target: Path) -> Path:
+    """The confusion matrix, counts in the cells, true label on the rows."""
+    import numpy as np
+
+    m = np.asarray(matrix)
+    fig, axes = _figure(1, width=4.2)
+    ax = axes[0][0]
+    ax.imshow(m, cmap="Blues")
+    ticks = range(len(labels))
+    ax.set_xticks(list(ticks), labels=list(labels))
+    ax.set_yticks(list(ticks), labels=list(labels))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = m.max() / 2 if m.size else 0
+    for i in ticks:
+        for j in ticks:
+            ax.text(
+                j,
+                i,
+                str(m[i, j]),
+                ha="center",
+                va="center",
+                color="white" if m[i, j] > threshold else "black",
+            )
+    ax.set_title("confusion matrix (test split)")
+    return _save(fig, target)
+
+
+def plot_reliability(bins: Sequence[dict[str, Any]], ece: float | None, target: Path) -> Path:
+    """Accuracy against confidence per bin: on the diagonal, probabilities mean what they say."""
+    fig, axes = _figure(1, width=4.2)
+    ax = axes[0][0]
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    if bins:
+        ax.bar(
+            [b["low"] for b in bins],
+            [b["accuracy"] for b in bins],
+            width=[b["high"] - b["low"] for b in bins],
+            align="edge",
+            alpha=0.7,
+            edgecolor="black",
+            label="accuracy in bin",
+        )
+        ax.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            "o",
+            color="C1",
+            label="mean confidence",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence of the predicted class")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (ECE {ece:.3f})" if ece is not None else "reliability")
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, target)

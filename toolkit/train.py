@@ -1,0 +1,422 @@
+"""Train a model on the accepted rows of validated manifests; write one run folder.
+
+The run folder holds everything needed to trust and repeat the run: the manifest with its
+`split` column, run.json (options, seed, profile, classes, versions, timings, files left
+out), model.keras, history.csv, metrics.json (test split), the learning curves, confusion
+matrix and reliability plots, and the fit diagnosis the tutorial teaches. Checkpoints are
+written every epoch, so an interrupted run continues with `resume=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit import __version__
+from toolkit.errors import ToolkitError, UsageError
+from toolkit.evaluate import MODEL_FILE, RUN_JSON, Run, predict_proba, score_predictions
+from toolkit.manifest import atomic_write_text, normalise_manifest, read_manifest, write_manifest
+from toolkit.models import get_recipe
+from toolkit.pipeline import (
+    DEFAULT_MEMORY_BYTES,
+    DEFAULT_RATIOS,
+    SPLITS,
+    DecodedImages,
+    InputSpec,
+    check_paths,
+    class_names,
+    decode_rows,
+    make_dataset,
+    split_manifest,
+)
+from toolkit.validate import ACCEPTED
+
+log = logging.getLogger(__name__)
+
+HISTORY_CSV = "history.csv"
+METRICS_JSON = "metrics.json"
+CHECKPOINTS = "checkpoints"
+BEST_WEIGHTS = "best.weights.h5"
+#: Class weights are used when the largest class outnumbers the smallest by more than this.
+IMBALANCE_RATIO = 1.2
+#: The tutorial's reading of the curves: val_loss this many times the loss is overfitting.
+OVERFIT_RATIO = 1.5
+
+
+class TrainingError(ToolkitError):
+    """Training cannot start or go on: too few files, a split left empty, a bad run folder."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to train; None takes the model recipe's default."""
+
+    model: str = "default"
+    epochs: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS
+    learning_rate: float | None = None
+    patience: int | None = None
+    image_size: int | None = None
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports back (all of it is also in the run folder)."""
+
+    folder: Path
+    labels: list[str]
+    split_counts: dict[str, dict[str, int]]
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+    diagnosis: str
+    left_out: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def merge_manifests(manifests: list[pd.DataFrame]) -> pd.DataFrame:
+    """One manifest from several validated ones; each row keeps its data root in `root`.
+
+    Classes merge by folder name: `happy` of one root and `happy` of another are one class.
+    """
+    frames = []
+    for m in manifests:
+        if "status" not in m.columns:
+            raise TrainingError("this manifest was scanned but never validated; run validate")
+        frame = m.copy()
+        if "root" not in frame.columns or frame["root"].isna().all():
+            frame["root"] = str(m.attrs.get("root") or ".")
+        frames.append(frame)
+    merged = normalise_manifest(pd.concat(frames, ignore_index=True))
+    merged.attrs = {
+        "root": frames[0]["root"].iloc[0] if len(frames) == 1 and len(frames[0]) else None,
+        "roots": sorted({str(r) for f in frames for r in f["root"].dropna().unique()}),
+        "profiles": sorted({str(m.attrs.get("profile")) for m in manifests}),
+    }
+    return merged
+
+
+def train_model(
+    manifest: pd.DataFrame | None,
+    out: Path,
+    options: TrainOptions = TrainOptions(),
+    *,
+    profile: dict[str, Any] | None = None,
+    resume: bool = False,
+    command: str = "",
+    jobs: int | None = None,
+    progress: bool = False,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """Split, decode, fit with early stopping and checkpoints, score the test split.
+
+    `callbacks` are extra Keras callbacks (the run's own come first).
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    if resume:
+        config, manifest = _resume_state(out)
+        options = TrainOptions(
+            **{**config["options"], "ratios": tuple(config["options"]["ratios"])}
+        )
+    else:
+        if manifest is None:
+            raise UsageError("give a validated manifest or a data folder to train on")
+        if (out / RUN_JSON).exists():
+            raise UsageError(
+                f"{out} already holds a run; pass --resume to continue it or pick another --out"
+            )
+        check_paths(manifest)
+        manifest = split_manifest(
+            manifest,
+            options.ratios,
+            seed=options.seed,
+            max_phash_distance=_near_distance(profile),
+        )
+    recipe = get_recipe(options.model)
+    spec = (
+        recipe.input
+        if options.image_size is None
+        else InputSpec(options.image_size, recipe.input.channels, recipe.input.crop_faces)
+    )
+    labels = class_names(manifest)
+    if len(labels) < 2:
+        raise TrainingError(f"need at least two classes with accepted files, found {labels}")
+    counts = _split_counts(manifest, labels)
+    for split in ("train", "validation"):
+        if sum(counts[split].values()) == 0:
+            raise TrainingError(
+                f"the {split} split is empty: {int((manifest['status'] == ACCEPTED).sum())} "
+                f"accepted files are too few for ratios {list(options.ratios)}"
+            )
+    epochs = options.epochs or recipe.epochs
+    config = {
+        "command": command,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "training",
+        "options": {**asdict(options), "ratios": list(options.ratios)},
+        "model": {"name": recipe.name, "summary": recipe.summary, "epochs": epochs},
+        "input": asdict(spec),
+        "labels": labels,
+        "split_counts": counts,
+        "profile": profile or {},
+        "roots": manifest.attrs.get("roots") or [manifest.attrs.get("root")],
+        "versions": _versions(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write_manifest(manifest, out)
+        _write_json(out / RUN_JSON, config)
+
+    decoded = {
+        split: decode_rows(
+            manifest[manifest["split"] == split],
+            spec,
+            labels,
+            root=Path(manifest.attrs.get("root") or "."),
+            cache_file=out / "cache" / f"{split}.npy",
+            memory_bytes=options.memory_bytes,
+            jobs=jobs,
+            progress=progress,
+        )
+        for split in SPLITS
+    }
+    left_out = [p for d in decoded.values() for p in d.problems]
+    if len(decoded["train"]) == 0 or len(decoded["validation"]) == 0:
+        raise TrainingError("no train or validation image could be decoded; see left_out")
+
+    model, history = _fit(
+        decoded, labels, recipe, options, epochs, out, resume, progress, callbacks or []
+    )
+    _save_model(model, out / MODEL_FILE)
+
+    run = Run(out, model, labels, spec, config)
+    test = decoded["test"] if len(decoded["test"]) else decoded["validation"]
+    scored_split = "test" if len(decoded["test"]) else "validation"
+    metrics = {
+        "split": scored_split,
+        **score_predictions(test.labels, predict_proba(run, test), labels),
+    }
+    diagnosis = diagnose_fit(history)
+    metrics["diagnosis"] = diagnosis
+    _write_json(out / METRICS_JSON, metrics)
+    _plot(out, history, metrics, labels, recipe.name)
+
+    shutil.rmtree(out / "cache", ignore_errors=True)
+    seconds = time.perf_counter() - started
+    config.update(
+        status="finished",
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        epochs_run=len(history.get("loss", [])),
+        seconds=round(seconds, 1),
+        left_out=[{"path": p, "why": w} for p, w in left_out],
+        diagnosis=diagnosis,
+    )
+    _write_json(out / RUN_JSON, config)
+    return TrainResult(out, labels, counts, history, metrics, diagnosis, left_out, seconds)
+
+
+def _near_distance(profile: dict[str, Any] | None) -> int:
+    """Near duplicates stay together in one split, at the profile's distance (default 4)."""
+    rules = (profile or {}).get("rules", {})
+    near = rules.get("near_duplicate", {}).get("max_phash_distance")
+    return 4 if near is None else int(near)
+
+
+def _resume_state(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    from toolkit.evaluate import read_run_config
+
+    config = read_run_config(out)
+    if config.get("status") == "finished":
+        raise UsageError(f"{out}: this run finished; nothing to resume")
+    manifest = read_manifest(out)
+    if "split" not in manifest.columns:
+        raise TrainingError(f"{out}: the run's manifest has no split column")
+    return config, manifest
+
+
+def _split_counts(manifest: pd.DataFrame, labels: list[str]) -> dict[str, dict[str, int]]:
+    table = manifest[manifest["status"] == ACCEPTED].groupby(["split", "label"]).size()
+    return {s: {c: int(table.get((s, c), 0)) for c in labels} for s in SPLITS}
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float] | None:
+    """Inverse-frequency weights when the classes are imbalanced, else None."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    present = counts[counts > 0]
+    if len(present) < 2 or present.max() / present.min() <= IMBALANCE_RATIO:
+        return None
+    return {i: float(len(y) / (n_classes * c)) for i, c in enumerate(counts) if c > 0}
+
+
+def _fit(
+    decoded: dict[str, DecodedImages],
+    labels: list[str],
+    recipe: Any,
+    options: TrainOptions,
+    epochs: int,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    extra_callbacks: list[Any],
+) -> tuple[Any, dict[str, list[float]]]:
+    import keras
+
+    binary = len(labels) == 2
+    model = recipe.build(
+        input_shape=decoded["train"].images.shape[1:],
+        n_classes=len(labels),
+        learning_rate=options.learning_rate or recipe.learning_rate,
+        seed=options.seed,
+    )
+    train_ds = make_dataset(
+        decoded["train"],
+        batch_size=options.batch_size,
+        shuffle=True,
+        seed=options.seed,
+        binary=binary,
+    )
+    val_ds = make_dataset(decoded["validation"], batch_size=options.batch_size, binary=binary)
+    checkpoints = out / CHECKPOINTS
+    history_csv = out / HISTORY_CSV
+    best_so_far = _best_val_loss(history_csv) if resume else None
+    callbacks = [
+        keras.callbacks.BackupAndRestore(
+            str(checkpoints / "backup"), double_checkpoint=True, delete_checkpoint=False
+        ),
+        keras.callbacks.CSVLogger(str(history_csv), append=resume),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoints / BEST_WEIGHTS),
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best_so_far,
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=options.patience or recipe.patience,
+            restore_best_weights=True,
+        ),
+        *extra_callbacks,
+    ]
+    weights = class_weights(decoded["train"].labels, len(labels))
+    verbose = (1 if sys.stderr.isatty() else 2) if progress else 0
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=callbacks,
+        class_weight=weights,
+        shuffle=False,  # the dataset reshuffles itself every epoch
+        verbose=verbose,
+    )
+    best = checkpoints / BEST_WEIGHTS
+    if best.exists():  # the best epoch over the whole run, interruptions included
+        model.load_weights(str(best))
+    return model, _read_history(history_csv)
+
+
+def _best_val_loss(history_csv: Path) -> float | None:
+    history = _read_history(history_csv)
+    values = history.get("val_loss") or []
+    return float(min(values)) if values else None
+
+
+def _read_history(history_csv: Path) -> dict[str, list[float]]:
+    """history.csv as lists per metric; a resumed run's repeated epochs keep the last."""
+    if not history_csv.exists() or history_csv.stat().st_size == 0:
+        return {}
+    frame = pd.read_csv(history_csv)
+    if "epoch" in frame.columns:
+        frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        frame.to_csv(history_csv, index=False)
+    return {c: frame[c].astype(float).tolist() for c in frame.columns if c != "epoch"}
+
+
+def diagnose_fit(history: dict[str, list[float]]) -> str:
+    """The tutorial's reading of loss against val_loss, in words, with the numbers."""
+    loss, val = history.get("loss") or [], history.get("val_loss") or []
+    if not loss or not val:
+        return "no diagnosis: the run has no loss/val_loss history"
+    best = int(np.argmin(val))
+    last_loss, last_val = loss[-1], val[-1]
+    where = f"after {len(loss)} epochs (best val_loss {val[best]:.3f} at epoch {best + 1})"
+    if last_loss > last_val:
+        return (
+            f"underfitting: loss {last_loss:.3f} is above val_loss {last_val:.3f} {where}; "
+            "the model has not yet fit its own training data (more epochs or capacity help; "
+            "augmentation and dropout also raise the training loss)"
+        )
+    if last_val > OVERFIT_RATIO * last_loss:
+        return (
+            f"overfitting: loss fell to {last_loss:.3f} while val_loss is {last_val:.3f} "
+            f"({last_val / max(last_loss, 1e-12):.1f}x) {where}; early stopping kept the "
+            "best epoch's weights (more data, augmentation or regularisation help)"
+        )
+    return (
+        f"good fit: loss {last_loss:.3f} and val_loss {last_val:.3f} are within "
+        f"{OVERFIT_RATIO}x of each other {where}"
+    )
+
+
+def _save_model(model: Any, target: Path) -> None:
+    """model.keras via a temporary file renamed into place: never half a model."""
+    tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}.keras")
+    try:
+        model.save(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _plot(out: Path, history: dict, metrics: dict, labels: list[str], name: str) -> None:
+    from toolkit.report.training import (
+        CONFUSION_PNG,
+        CURVES_PNG,
+        RELIABILITY_PNG,
+        plot_confusion,
+        plot_curves,
+        plot_reliability,
+    )
+
+    plot_curves(history, out / CURVES_PNG, title=f"{name}: {metrics['diagnosis'].split(':')[0]}")
+    plot_confusion(metrics["confusion_matrix"], labels, out / CONFUSION_PNG)
+    plot_reliability(
+        metrics["calibration_bins"], metrics["expected_calibration_error"], out / RELIABILITY_PNG
+    )
+
+
+def _write_json(target: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(target, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import PIL
+    import tensorflow as tf
+
+    return {
+        "toolkit": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "pillow": PIL.__version__,
+        "cpus": str(os.cpu_count()),
+    }
