@@ -11,7 +11,7 @@ from toolkit.profiles import builtin_profiles, load_profile
 
 
 def test_builtin_profiles_load() -> None:
-    assert set(builtin_profiles()) == {"tutorial", "small-faces"}
+    assert set(builtin_profiles()) == {"tutorial", "small-faces", "scraped"}
     tutorial = load_profile()
     assert tutorial.name == "tutorial"
     rules = {r.name: r for r in tutorial.rules}
@@ -25,6 +25,14 @@ def test_small_faces_swaps_byte_rules_for_resolution_rules() -> None:
     assert rules["min_side"].min_px == 48
     assert "has_face" not in rules  # severity = "off" drops the parent's rule
     assert rules["label_conflict"].severity == "error"  # inherited
+
+
+def test_scraped_keeps_thumbnails_and_the_content_rules() -> None:
+    rules = {r.name: r for r in load_profile("scraped").rules}
+    assert rules["min_file_bytes"].min_bytes == 2048  # image-search thumbnails are 4-9 KB
+    assert rules["min_side"].min_px == 64  # what a 64 px face model needs
+    for inherited in ("decodable", "allowed_format", "label_conflict"):
+        assert rules[inherited].severity == "error"
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".yaml"])
