@@ -395,3 +395,60 @@ def test_a_scanned_but_unvalidated_manifest_is_refused(
     code = main(["train", "--manifest", str(tmp_path / "scan"), "--out", str(tmp_path / "run")])
     assert code == 1
     assert "never validated" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def test_temperature_softens_overconfident_and_keeps_calibrated_scores() -> None:
+    from toolkit.evaluate import apply_temperature, fit_temperature
+
+    rng = np.random.default_rng(0)
+    p_true = rng.uniform(0.05, 0.95, 4000)
+    y = (rng.uniform(size=4000) < p_true).astype(int)
+    assert fit_temperature(y, p_true) == pytest.approx(1.0, abs=0.1)
+    overconfident = apply_temperature(p_true, 0.4)  # logits 2.5x too large
+    t = fit_temperature(y, overconfident)
+    assert t == pytest.approx(2.5, rel=0.15)
+    before = score_predictions(y, overconfident, ["a", "b"])["expected_calibration_error"]
+    after = score_predictions(y, apply_temperature(overconfident, t), ["a", "b"])
+    assert after["expected_calibration_error"] < before / 2
+    assert after["accuracy"] == score_predictions(y, overconfident, ["a", "b"])["accuracy"]
+
+
+def test_temperature_works_on_softmax_outputs() -> None:
+    from toolkit.evaluate import apply_temperature
+
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    assert apply_temperature(proba, 1.0) == pytest.approx(proba)
+    soft = apply_temperature(proba, 100.0)
+    assert soft == pytest.approx(np.full((2, 3), 1 / 3), abs=0.01)
+    assert soft.sum(axis=1) == pytest.approx([1.0, 1.0])
+
+
+def test_the_run_records_its_temperature(trained: dict[str, Path]) -> None:
+    metrics = json.loads((trained["run"] / "metrics.json").read_text())
+    config = json.loads((trained["run"] / "run.json").read_text())
+    assert 0.05 <= metrics["temperature"] == config["temperature"] <= 20
+    assert "expected_calibration_error_before_temperature" in metrics
+
+
+def test_flip_averaging_scores_each_image_and_its_mirror() -> None:
+    from toolkit.evaluate import Run, predict_proba
+    from toolkit.pipeline import DecodedImages, InputSpec
+
+    class LeftHalfBrightness:
+        """A stand-in model: the mean of the left half of each image."""
+
+        def predict(self, ds: object, verbose: int = 0) -> np.ndarray:
+            return np.concatenate([x.numpy()[:, :, :2].mean(axis=(1, 2, 3)) for x in ds])[:, None]
+
+    images = np.zeros((2, 4, 4, 1), np.uint8)
+    images[:, :, 2:] = 255  # dark left half, bright right half
+    decoded = DecodedImages(images, np.zeros(2, np.int32), ["a", "b"])
+    plain = Run(Path("."), LeftHalfBrightness(), ["x", "y"], InputSpec(4, 1), {"model": {}})
+    flipped = Run(
+        Path("."), LeftHalfBrightness(), ["x", "y"], InputSpec(4, 1), {"model": {"tta_flip": True}}
+    )
+    assert predict_proba(plain, decoded) == pytest.approx([0.0, 0.0])
+    assert predict_proba(flipped, decoded) == pytest.approx([0.5, 0.5])

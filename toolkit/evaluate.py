@@ -71,13 +71,63 @@ def load_run(folder: Path) -> Run:
     return Run(folder, model, list(config["labels"]), spec, config)
 
 
-def predict_proba(run: Run, decoded: DecodedImages, batch_size: int = 64) -> np.ndarray:
-    """Probabilities per image: (n,) of labels[1] for two classes, else (n, n_classes)."""
+def predict_proba(
+    run: Run, decoded: DecodedImages, batch_size: int = 64, *, calibrated: bool = True
+) -> np.ndarray:
+    """Probabilities per image: (n,) of labels[1] for two classes, else (n, n_classes).
+
+    With the run's `tta_flip`, each image is also scored mirrored and the two averaged;
+    `calibrated` applies the temperature fitted on the validation split after training.
+    """
     if len(decoded) == 0:
         return np.zeros((0,) if run.binary else (0, len(run.labels)), dtype=np.float32)
+    import tensorflow as tf
+
     ds = make_dataset(decoded, batch_size=batch_size, shuffle=False, binary=run.binary)
-    proba = run.model.predict(ds.map(lambda x, y: x), verbose=0)
-    return proba[:, 0] if run.binary else proba
+    images = ds.map(lambda x, y: x)
+    proba = run.model.predict(images, verbose=0)
+    if run.config.get("model", {}).get("tta_flip"):
+        mirrored = images.map(tf.image.flip_left_right)
+        proba = (proba + run.model.predict(mirrored, verbose=0)) / 2
+    proba = proba[:, 0] if run.binary else proba
+    temperature = run.config.get("temperature") if calibrated else None
+    return proba if temperature is None else apply_temperature(proba, float(temperature))
+
+
+#: Probabilities are kept this far from 0 and 1 before taking logits.
+_EPS = 1e-7
+
+
+def _logits(proba: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(proba, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p)) if p.ndim == 1 else np.log(p)
+
+
+def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Soften (T > 1) or sharpen (T < 1) probabilities: logits divided by T."""
+    z = _logits(proba) / temperature
+    if z.ndim == 1:
+        return 1.0 / (1.0 + np.exp(-z))
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of `y_true` (Guo et al.
+    2017, "On calibration of modern neural networks"), searched over 0.05-20."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y_true, dtype=int)
+
+    def nll(log_t: float) -> float:
+        p = np.clip(apply_temperature(proba, float(np.exp(log_t))), _EPS, 1 - _EPS)
+        if p.ndim == 1:
+            return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+    best = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(best.x))
 
 
 def score_predictions(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class ModelRecipe:
     learning_rate: float
     patience: int  # early stopping: epochs without a better val_loss
     summary: str
+    tta_flip: bool = False  # score each image and its mirror image, average the two
 
 
 def build_seed_cnn(
@@ -150,6 +151,7 @@ RECIPES: dict[str, ModelRecipe] = {
         learning_rate=2e-3,
         patience=15,  # BN + augmentation on small sets: val_loss often dips late
         summary="ours: 64x64 grey face crops, augmentation, residual separable CNN",
+        tta_flip=True,
     ),
 }
 

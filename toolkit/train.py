@@ -26,7 +26,15 @@ import pandas as pd
 
 from toolkit import __version__
 from toolkit.errors import ToolkitError, UsageError
-from toolkit.evaluate import MODEL_FILE, RUN_JSON, Run, predict_proba, score_predictions
+from toolkit.evaluate import (
+    MODEL_FILE,
+    RUN_JSON,
+    Run,
+    apply_temperature,
+    fit_temperature,
+    predict_proba,
+    score_predictions,
+)
 from toolkit.manifest import atomic_write_text, normalise_manifest, read_manifest, write_manifest
 from toolkit.models import get_recipe
 from toolkit.pipeline import (
@@ -169,7 +177,12 @@ def train_model(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "training",
         "options": {**asdict(options), "ratios": list(options.ratios)},
-        "model": {"name": recipe.name, "summary": recipe.summary, "epochs": epochs},
+        "model": {
+            "name": recipe.name,
+            "summary": recipe.summary,
+            "epochs": epochs,
+            "tta_flip": recipe.tta_flip,
+        },
         "input": asdict(spec),
         "labels": labels,
         "split_counts": counts,
@@ -205,11 +218,19 @@ def train_model(
     _save_model(model, out / MODEL_FILE)
 
     run = Run(out, model, labels, spec, config)
-    test = decoded["test"] if len(decoded["test"]) else decoded["validation"]
+    # calibration: one temperature, fitted on the validation split, applied to every score
+    val = decoded["validation"]
+    config["temperature"] = fit_temperature(val.labels, predict_proba(run, val, calibrated=False))
+    test = decoded["test"] if len(decoded["test"]) else val
     scored_split = "test" if len(decoded["test"]) else "validation"
+    raw = predict_proba(run, test, calibrated=False)
     metrics = {
         "split": scored_split,
-        **score_predictions(test.labels, predict_proba(run, test), labels),
+        **score_predictions(test.labels, apply_temperature(raw, config["temperature"]), labels),
+        "temperature": config["temperature"],
+        "expected_calibration_error_before_temperature": score_predictions(
+            test.labels, raw, labels
+        )["expected_calibration_error"],
     }
     diagnosis = diagnose_fit(history)
     metrics["diagnosis"] = diagnosis
