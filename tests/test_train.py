@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -194,6 +195,8 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     options = TrainOptions(model="seed", epochs=4, image_size=32, batch_size=8)
     with pytest.raises(KeyboardInterrupt):
         train_model(manifest, run, options, callbacks=[Interrupt()])
+    open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert str((run / "history.csv").resolve()) not in open_files  # closed, though interrupted
     assert json.loads((run / "run.json").read_text())["status"] == "training"
     assert not (run / "model.keras").exists()
     assert len(pd.read_csv(run / "history.csv")) == 2

@@ -336,15 +336,20 @@ def _fit(
     ]
     weights = class_weights(decoded["train"].labels, len(labels))
     verbose = (1 if sys.stderr.isatty() else 2) if progress else 0
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        callbacks=callbacks,
-        class_weight=weights,
-        shuffle=False,  # the dataset reshuffles itself every epoch
-        verbose=verbose,
-    )
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            callbacks=callbacks,
+            class_weight=weights,
+            shuffle=False,  # the dataset reshuffles itself every epoch
+            verbose=verbose,
+        )
+    finally:  # an interrupted fit skips on_train_end, which closes history.csv
+        logger = callbacks[1]
+        if getattr(logger, "csv_file", None) is not None and not logger.csv_file.closed:
+            logger.csv_file.close()
     best = checkpoints / BEST_WEIGHTS
     if best.exists():  # the best epoch over the whole run, interruptions included
         model.load_weights(str(best))
