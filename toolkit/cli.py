@@ -28,6 +28,7 @@ app = typer.Typer(
 
 DEMO_DIR = Path("data/demo")
 RUNS_DIR = Path("runs")
+DATA_DOCS_DIR = "data_docs"
 MAX_FINDING_LINES = 20
 
 ProfileOpt = Annotated[
@@ -59,8 +60,17 @@ def validate(
     ] = None,
     jobs: JobsOpt = None,
     faces: FacesOpt = True,
+    html: Annotated[
+        bool, typer.Option("--html/--no-html", help="Write report.html beside report.json.")
+    ] = True,
+    data_docs: Annotated[
+        bool,
+        typer.Option(
+            "--data-docs", help="Also build Great Expectations Data Docs into OUT/data_docs."
+        ),
+    ] = False,
 ) -> None:
-    """Scan DATA, judge every file and the dataset, write manifest + report.json.
+    """Scan DATA, judge every file and the dataset, write manifest, report.json, report.html.
 
     Exit code 0 when the dataset passes every blocking rule, 1 when it does not.
     """
@@ -86,8 +96,22 @@ def validate(
     )
     report = result.to_report()
     write_manifest(result.manifest, out)
-    report_path = write_report_json(report, out)
-    _echo_summary(data, report, result.findings, report_path, finished - started)
+    report_path = None
+    if html:
+        from toolkit.report.html import write_report_html
+
+        began = time.perf_counter()
+        report_path = write_report_html(result, report, out, jobs=jobs)
+        report["seconds"]["report"] = round(time.perf_counter() - began, 2)
+    docs = None
+    if data_docs:
+        from toolkit.gx import write_data_docs
+
+        began = time.perf_counter()
+        docs = write_data_docs(result.suite_results, out / DATA_DOCS_DIR)
+        report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
+    json_path = write_report_json(report, out)
+    _echo_summary(data, report, result.findings, report_path or json_path, finished - started, docs)
     if not result.passed:
         raise typer.Exit(1)
 
@@ -384,7 +408,12 @@ def _command_line() -> str:
 
 
 def _echo_summary(
-    data: Path, report: dict[str, Any], findings: list[Any], report_path: Path, seconds: float
+    data: Path,
+    report: dict[str, Any],
+    findings: list[Any],
+    report_path: Path,
+    seconds: float,
+    data_docs: Path | None = None,
 ) -> None:
     echo = typer.echo
     echo(
@@ -416,6 +445,9 @@ def _echo_summary(
         }
     )
     verdict = "PASSED" if report["passed"] else f"FAILED ({', '.join(failed)})"
+    echo(f"report: {report_path}")
+    if data_docs is not None:
+        echo(f"data docs: {data_docs}")
     echo(f"verdict: {verdict}; manifest and report in {report_path.parent}")
 
 

@@ -8,9 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+#: The name of the filesystem Data Docs site `write_data_docs` builds.
+DATA_DOCS_SITE = "toolkit"
 
 
 @cache
@@ -47,9 +51,15 @@ class ExpectationOutcome:
 
 
 def run_suite(
-    table_name: str, table: pd.DataFrame, expectations_by_key: dict[str, Any]
+    table_name: str,
+    table: pd.DataFrame,
+    expectations_by_key: dict[str, Any],
+    keep: list[Any] | None = None,
 ) -> dict[str, ExpectationOutcome]:
-    """Validate `table` against the given expectations as one suite; results by key."""
+    """Validate `table` against the given expectations as one suite; results by key.
+
+    `keep`, when given, receives Great Expectations' own result (for `write_data_docs`).
+    """
     import great_expectations as gx
 
     ctx = context()
@@ -74,6 +84,8 @@ def run_suite(
     frame = table.reset_index(drop=True)
     batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    if keep is not None:
+        keep.append(result)
     outcomes = {}
     for res in result.results:
         key = res.expectation_config.meta["rule"]
@@ -90,3 +102,48 @@ def run_suite(
             observed=details.get("observed_value"),
         )
     return outcomes
+
+
+def write_data_docs(results: list[Any], out_dir: Path, run_name: str = "toolkit-validate") -> Path:
+    """Build Great Expectations Data Docs of suite results into `out_dir`; returns index.html.
+
+    A fresh ephemeral context holds only these suites and results, so the site shows this
+    validation and nothing else; its filesystem site is rooted in `out_dir`.
+    """
+    expectations()
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    out_dir = Path(out_dir).resolve()
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    site = {
+        "class_name": "SiteBuilder",
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(out_dir),
+        },
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    ctx.add_data_docs_site(DATA_DOCS_SITE, site)
+    run_id = RunIdentifier(run_name=run_name)
+    for result in results:
+        suite = ctx.suites.add(gx.ExpectationSuite(name=result.suite_name))
+        for res in result.results:
+            config = res.expectation_config
+            config.notes = config.notes or f"toolkit rule: {config.meta.get('rule')}"
+            # a copy: an expectation belongs to one suite
+            suite.add_expectation(config.to_domain_obj().copy(update={"id": None}))
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
+            run_id=run_id,
+            batch_identifier=result.suite_name.removeprefix("toolkit."),
+        )
+        ctx.validation_results_store.set(key, result)
+    ctx.build_data_docs(site_names=[DATA_DOCS_SITE])
+    return out_dir / "index.html"

@@ -652,8 +652,8 @@ class MaxDuplicateShare(DatasetRule):
 
     def detail(self, row: pd.Series) -> str:
         return (
-            f"{row['n_copies']:,} of {row['n_rows']:,} files ({row['share']:.1%}) are extra "
-            f"copies; at most {self.max_share:.0%} allowed"
+            f"{int(row['n_copies']):,} of {int(row['n_rows']):,} files ({row['share']:.1%}) "
+            f"are extra copies; at most {self.max_share:.0%} allowed"
         )
 
 
@@ -678,6 +678,7 @@ class MaxRejectedShare(DatasetRule):
 
     def detail(self, row: pd.Series) -> str:
         return (
-            f"{row['n_rejected']:,} of {row['n_files']:,} files ({row['rejected_share']:.0%}) "
-            f"rejected; at most {self.max_share:.0%} allowed (is this the right profile?)"
+            f"{int(row['n_rejected']):,} of {int(row['n_files']):,} files "
+            f"({row['rejected_share']:.0%}) rejected; at most {self.max_share:.0%} allowed "
+            "(is this the right profile?)"
         )

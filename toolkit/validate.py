@@ -49,6 +49,8 @@ class Validation:
     profile: Profile
     passed: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Great Expectations' results of the dataset suites (for Data Docs; not in the report)
+    suite_results: list[Any] = field(default_factory=list, repr=False)
 
     @property
     def accepted(self) -> pd.DataFrame:
@@ -114,7 +116,8 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
     before = [r for r in profile.dataset_rules if not r.after_rejection]
     after = [r for r in profile.dataset_rules if r.after_rejection]
     dataset_findings: list[Finding] = []
-    for index, finding in _run_dataset_rules(frame, before):
+    suite_results: list[Any] = []
+    for index, finding in _run_dataset_rules(frame, before, suite_results):
         (
             row_findings[index].append(finding)
             if index is not None
@@ -128,14 +131,20 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
     frame["reasons"] = _joined(row_findings, frame.index, "error")
     frame["warnings"] = _joined(row_findings, frame.index, "warning")
 
-    for index, finding in _run_dataset_rules(frame, after):
+    for index, finding in _run_dataset_rules(frame, after, suite_results):
         assert index is None, "rules run after rejection judge the dataset, not files"
         dataset_findings.append(finding)
 
     findings = sorted(f for fs in row_findings.values() for f in fs) + sorted(dataset_findings)
     passed = not any(f.severity == "error" for f in dataset_findings)
     log.info("validated %d files: %d rejected, passed=%s", len(frame), len(blocking), passed)
-    return Validation(manifest=frame, findings=findings, profile=profile, passed=passed)
+    return Validation(
+        manifest=frame,
+        findings=findings,
+        profile=profile,
+        passed=passed,
+        suite_results=suite_results,
+    )
 
 
 def _joined(found: dict[int, list[Finding]], index: pd.Index, severity: str) -> pd.Series:
@@ -226,7 +235,7 @@ def _tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _run_dataset_rules(
-    frame: pd.DataFrame, rules: list[DatasetRule]
+    frame: pd.DataFrame, rules: list[DatasetRule], keep: list[Any] | None = None
 ) -> list[tuple[int | None, Finding]]:
     if not rules:
         return []
@@ -244,7 +253,7 @@ def _run_dataset_rules(
                 table = table.join(rule.prepare(frame))
         if table.empty and name != "classes_present":
             continue
-        outcomes = run_suite(name, table, {r.name: r.expectation() for r in table_rules})
+        outcomes = run_suite(name, table, {r.name: r.expectation() for r in table_rules}, keep)
         for rule in table_rules:
             outcome = outcomes[rule.name]
             if outcome.success:

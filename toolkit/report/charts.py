@@ -1,0 +1,270 @@
+"""The report's charts, drawn with matplotlib (Agg, no pyplot state) into PNG data: URIs.
+
+Each chart draws the profile's thresholds on the data they judge, so a reader sees how far
+the files are from the bound, not only that they broke it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ACCEPTED_COLOUR = "#2e7d32"
+REJECTED_COLOUR = "#c62828"
+FOUND_COLOUR = "#9e9e9e"
+BOUND_COLOUR = "#e65100"
+#: Classes drawn at most (the largest); the rest are named in the caption.
+MAX_CLASSES_DRAWN = 40
+_DPI = 100
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart: an id for the page, its title, its PNG as a data: URI, and words for it."""
+
+    id: str
+    title: str
+    src: str
+    alt: str
+    caption: str
+
+
+def plot_classes(classes: pd.DataFrame, *, min_ratio: float | None, min_files: int | None) -> Chart:
+    """Files per class before (found) and after (accepted) validation, with the bounds."""
+    drawn = classes.sort_values("n_files", ascending=False, kind="stable").head(MAX_CLASSES_DRAWN)
+    drawn = drawn.sort_values("label", kind="stable")
+    fig, ax = _figure(width=max(5.0, min(12.0, 1.0 + 0.55 * len(drawn))))
+    x = np.arange(len(drawn))
+    found = ax.bar(x - 0.2, drawn["n_files"], 0.4, color=FOUND_COLOUR, label="found")
+    kept = ax.bar(x + 0.2, drawn["n_accepted"], 0.4, color=ACCEPTED_COLOUR, label="accepted")
+    for bars in (found, kept):
+        ax.bar_label(bars, fmt="{:,.0f}", fontsize=7, padding=1)
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        drawn["label"],
+        rotation=30 if len(drawn) > 6 else 0,
+        ha="right" if len(drawn) > 6 else "center",
+        parse_math=False,
+    )
+    words = []
+    largest = int(classes["n_accepted"].max()) if len(classes) else 0
+    if min_ratio is not None and largest:
+        bound = min_ratio * largest
+        ax.axhline(
+            bound,
+            color=BOUND_COLOUR,
+            ls="--",
+            lw=1.2,
+            label=f"class_balance: {min_ratio:.0%} of the largest ({bound:,.0f})",
+        )
+        words.append(f"class_balance bound {min_ratio:.0%} of the largest class ({bound:,.0f})")
+    if min_files is not None:
+        ax.axhline(
+            min_files, color="#6a1b9a", ls=":", lw=1.2, label=f"min_files_per_class: {min_files:,}"
+        )
+        words.append(f"min_files_per_class bound {min_files:,}")
+    ax.set_ylabel("files")
+    _legend(fig, ax)
+    ax.margins(y=0.15)
+    counts = "; ".join(
+        f"{r.label}: {r.n_files:,} found, {r.n_accepted:,} accepted"
+        for r in drawn.head(12).itertuples()
+    )
+    more = len(classes) - min(len(drawn), 12)
+    alt = f"Files per class before and after validation. {counts}" + (
+        f"; and {more:,} more classes" if more > 0 else ""
+    )
+    caption = "Grey: files found; green: files accepted."
+    if len(classes) > len(drawn):
+        caption += f" The {len(drawn)} largest of {len(classes):,} classes are drawn."
+    return _chart(fig, "chart-classes", "Files per class", ". ".join([alt, *words]), caption)
+
+
+def plot_file_sizes(manifest: pd.DataFrame, *, min_bytes: int | None) -> Chart:
+    """Histogram of file sizes (log scale), accepted and rejected stacked, with the floor."""
+    fig, ax = _figure()
+    sizes = manifest["file_bytes"].astype("float64")
+    positive = sizes > 0
+    n_empty = int((sizes == 0).sum())
+    if positive.any():
+        low, high = float(sizes[positive].min()), float(sizes[positive].max())
+        if min_bytes:
+            low, high = min(low, float(min_bytes)), max(high, float(min_bytes))
+        bins = np.geomspace(low / 1.05, high * 1.05, 41)
+        rejected = (manifest["status"] == "rejected").to_numpy()
+        ok = positive.to_numpy()
+        values = [sizes[ok & ~rejected].to_numpy(), sizes[ok & rejected].to_numpy()]
+        ax.hist(
+            values,
+            bins=bins,
+            stacked=True,
+            color=[ACCEPTED_COLOUR, REJECTED_COLOUR],
+            label=["accepted", "rejected"],
+        )
+        ax.set_xscale("log")
+        _ticks(ax.xaxis, _bytes, bins[0], bins[-1])
+    else:
+        _no_data(ax, "no file with a size above 0 bytes")
+    words = f"{int(positive.sum()):,} files drawn"
+    if min_bytes is not None:
+        ax.axvline(
+            min_bytes,
+            color=BOUND_COLOUR,
+            ls="--",
+            lw=1.5,
+            label=f"min_file_bytes: {min_bytes:,} bytes",
+        )
+        words += f"; min_file_bytes bound at {min_bytes:,} bytes"
+    ax.set_xlabel("file size (log scale)")
+    ax.set_ylabel("files")
+    _legend(fig, ax)
+    caption = "Green: accepted; red: rejected (for any rule)."
+    if n_empty:
+        caption += f" {n_empty:,} empty file{'s' if n_empty != 1 else ''} (0 bytes) not drawn."
+    alt = f"Distribution of file size, log scale: {words}"
+    return _chart(fig, "chart-file-sizes", "File size", alt, caption)
+
+
+def plot_dimensions(
+    manifest: pd.DataFrame, *, min_side: int | None, max_pixels: int | None
+) -> Chart:
+    """Width x height of every image (log scales), with the min-side and max-pixel bounds."""
+    fig, ax = _figure()
+    width = manifest["width_px"].astype("float64")
+    height = manifest["height_px"].astype("float64")
+    ok = ((width > 0) & (height > 0)).fillna(False).to_numpy(dtype=bool)
+    rejected = (manifest["status"] == "rejected").to_numpy()
+    largest = float((width * height)[ok].max()) if ok.any() else 0.0
+    if ok.any():
+        for mask, colour, label in (
+            (~rejected, ACCEPTED_COLOUR, "accepted"),
+            (rejected, REJECTED_COLOUR, "rejected"),
+        ):
+            pick = ok & mask
+            if pick.any():
+                ax.scatter(
+                    width[pick],
+                    height[pick],
+                    s=12,
+                    alpha=0.5,
+                    color=colour,
+                    label=label,
+                    rasterized=True,
+                    linewidths=0,
+                )
+        sides = np.concatenate([width[ok], height[ok]])
+        low, high = float(sides.min()), float(sides.max())
+    else:
+        _no_data(ax, "no image declares a size")
+        low, high = 16.0, 4096.0
+    words = f"{int(ok.sum()):,} images drawn"
+    if min_side is not None:
+        low = min(low, float(min_side))
+        ax.axvline(min_side, color="#6a1b9a", ls=":", lw=1.2, label=f"min_side: {min_side} px")
+        ax.axhline(min_side, color="#6a1b9a", ls=":", lw=1.2)
+        words += f"; min_side bound at {min_side} px"
+    # Drawn to scale only when some image comes near it: a 100 MP bound would otherwise
+    # squeeze every real photo into a corner. Far away, it is named, not drawn.
+    near = max_pixels is not None and largest * 16 >= max_pixels
+    if max_pixels is not None:
+        words += f"; max_pixels bound at {max_pixels:,} px"
+        if near:
+            high = max(high, float(np.sqrt(max_pixels)) * 1.5)
+    low, high = max(low / 1.5, 0.5), high * 1.5
+    caption = "Each dot is an image as its header declares it; green accepted, red rejected."
+    if max_pixels is not None and near:
+        w = np.geomspace(low, high, 200)
+        ax.plot(
+            w,
+            max_pixels / w,
+            color=BOUND_COLOUR,
+            ls="--",
+            lw=1.5,
+            label=f"max_pixels: {max_pixels:,} px",
+        )
+    elif max_pixels is not None:
+        side = np.sqrt(max_pixels)
+        ax.text(
+            0.98,
+            0.97,
+            f"max_pixels: {max_pixels:,} px ({side:,.0f} x {side:,.0f}),\n"
+            f"far beyond the largest image ({largest:,.0f} px)",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color=BOUND_COLOUR,
+        )
+        caption += f" The max_pixels bound ({max_pixels:,} px) is far off the chart."
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    for axis in (ax.xaxis, ax.yaxis):
+        _ticks(axis, lambda v: f"{v:,.0f}", low, high)
+    ax.set_xlabel("width (px, log scale)")
+    ax.set_ylabel("height (px, log scale)")
+    _legend(fig, ax)
+    alt = f"Image width x height, log scales: {words}"
+    return _chart(fig, "chart-dimensions", "Image width x height", alt, caption)
+
+
+def _figure(width: float = 6.0, height: float = 4.0) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure  # no pyplot: no global state, any backend
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.grid(alpha=0.3, which="major")
+    ax.set_axisbelow(True)
+    return fig, ax
+
+
+def _bytes(value: float) -> str:
+    for unit, size in (("MB", 1e6), ("KB", 1e3)):
+        if value >= size:
+            return f"{value / size:,.3g} {unit}"
+    return f"{value:,.0f} B"
+
+
+def _ticks(axis: Any, fmt: Any, low: float, high: float) -> None:
+    """Plain numbers on a log axis (not 6 x 10^1): 1-2-5 steps over few decades, else 10s."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    subs = (1.0, 2.0, 5.0) if high / max(low, 1e-9) <= 1e3 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _legend(fig: Any, ax: Any) -> None:
+    """The legend below the axes, where it never hides a bar or a dot."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(3, len(labels) or 1),
+        fontsize=8,
+        frameon=False,
+        markerscale=1.5,
+    )
+
+
+def _no_data(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555")
+
+
+def _chart(fig: Any, ident: str, title: str, alt: str, caption: str) -> Chart:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # A class folder named in a script the default font lacks draws boxes, not an error.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        fig.savefig(buf, format="png", dpi=_DPI)
+    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return Chart(ident, title, src, alt, caption)
