@@ -29,6 +29,7 @@ class ModelRecipe:
     patience: int  # early stopping: epochs without a better val_loss
     summary: str
     tta_flip: bool = False  # score each image and its mirror image, average the two
+    reduce_lr: bool = False  # halve the learning rate when val_loss stalls for 3 epochs
 
 
 def build_seed_cnn(
@@ -156,6 +157,7 @@ RECIPES: dict[str, ModelRecipe] = {
         patience=15,  # BN + augmentation on small sets: val_loss often dips late
         summary="ours: 48x48 grey face crops, augmentation, residual separable CNN",
         tta_flip=True,
+        reduce_lr=True,
     ),
 }
 

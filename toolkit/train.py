@@ -334,6 +334,12 @@ def _fit(
         ),
         *extra_callbacks,
     ]
+    if recipe.reduce_lr:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=3, min_lr=1e-5, verbose=0
+            )
+        )
     weights = class_weights(decoded["train"].labels, len(labels))
     verbose = (1 if sys.stderr.isatty() else 2) if progress else 0
     try:
