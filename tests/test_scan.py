@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -100,11 +101,25 @@ def test_every_entry_is_a_row_and_the_folder_is_untouched(hostile: HostileCorpus
     assert manifest.attrs["class_folders"] == ["happy", "neutral", "sad"]
 
 
-def test_parallel_scan_gives_the_same_manifest(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "thread_running",
+    [False, True],
+    ids=["from this process as it is", "with a thread running, so through the forkserver"],
+)
+def test_parallel_scan_gives_the_same_manifest(tmp_path: Path, thread_running: bool) -> None:
     for i in range(70):
         write_image(tmp_path / ("happy" if i % 2 else "sad") / f"{i}.jpg", seed=i)
     serial = scan_folder(tmp_path, jobs=1)
-    parallel = scan_folder(tmp_path, jobs=2)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)  # as TensorFlow or tqdm would
+    if thread_running:
+        thread.start()
+    try:
+        parallel = scan_folder(tmp_path, jobs=2)
+    finally:
+        stop.set()
+        if thread_running:
+            thread.join()
     pd.testing.assert_frame_equal(serial, parallel)
 
 
