@@ -111,7 +111,7 @@ def validate(
         docs = write_data_docs(result.suite_results, out / DATA_DOCS_DIR)
         report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
     json_path = write_report_json(report, out)
-    _echo_summary(data, report, result.findings, report_path or json_path, finished - started, docs)
+    _echo_summary(data, report, result, report_path or json_path, finished - started, docs)
     if not result.passed:
         raise typer.Exit(1)
 
@@ -353,21 +353,13 @@ def _validated(root: Path, spec: str, jobs: int | None) -> Any:
 
     rules = load_profile(spec)
     result = validate_manifest(scan_folder(root, jobs=jobs, progress=True), rules)
-    report = result.to_report()
     typer.echo(
-        f"{root}: {report['n_files']:,} files, {report['n_accepted']:,} accepted, "
-        f"{report['n_rejected']:,} rejected (profile {rules.name})",
+        f"{root}: {len(result.manifest):,} files, {len(result.accepted):,} accepted, "
+        f"{len(result.rejected):,} rejected (profile {rules.name})",
         err=True,
     )
     if not result.passed:
-        failed = sorted(
-            {
-                f.rule
-                for f in result.blocking_findings
-                if report["rules"][f.rule]["kind"] == "dataset"
-            }
-        )
-        raise DatasetFailedError(root, failed)
+        raise DatasetFailedError(root, result.failed_rules)
     frame = result.manifest
     frame["root"] = str(root.resolve())
     return frame
@@ -410,7 +402,7 @@ def _command_line() -> str:
 def _echo_summary(
     data: Path,
     report: dict[str, Any],
-    findings: list[Any],
+    result: Any,
     report_path: Path,
     seconds: float,
     data_docs: Path | None = None,
@@ -432,19 +424,14 @@ def _echo_summary(
         if counts:
             parts = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda x: -x[1]))
             echo(f"  {title}: {parts}")
-    ordered = sorted(findings, key=lambda f: (f.severity != "error", f.path == ".", f.path, f.rule))
+    ordered = sorted(
+        result.findings, key=lambda f: (f.severity != "error", f.path == ".", f.path, f.rule)
+    )
     for f in ordered[:MAX_FINDING_LINES]:
         echo(f.line())
     if len(ordered) > MAX_FINDING_LINES:
         echo(f"...and {len(ordered) - MAX_FINDING_LINES:,} more, see {report_path}")
-    failed = sorted(
-        {
-            f.rule
-            for f in findings
-            if f.severity == "error" and report["rules"][f.rule]["kind"] == "dataset"
-        }
-    )
-    verdict = "PASSED" if report["passed"] else f"FAILED ({', '.join(failed)})"
+    verdict = "PASSED" if result.passed else f"FAILED ({', '.join(result.failed_rules)})"
     echo(f"report: {report_path}")
     if data_docs is not None:
         echo(f"data docs: {data_docs}")

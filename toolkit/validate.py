@@ -67,6 +67,12 @@ class Validation:
         """Findings of rules with severity "error"."""
         return [f for f in self.findings if f.severity == "error"]
 
+    @property
+    def failed_rules(self) -> list[str]:
+        """The blocking rules about the whole dataset that broke: why it failed (sorted)."""
+        dataset = {r.name for r in self.profile.rules if _kind(r) == "dataset"}
+        return sorted({f.rule for f in self.blocking_findings if f.rule in dataset})
+
     def by_rule(self) -> dict[str, int]:
         """Number of findings per rule of the profile (zeros included)."""
         counts = dict.fromkeys((r.name for r in self.profile.rules), 0)
