@@ -66,6 +66,7 @@ HOSTILE_CASES: tuple[str, ...] = (
     "dir_named_jpg",
     "dangling_symlink",
     "symlink_loop",
+    "symlink_outside_root",
     "unreadable",
     "non_utf8_name",
     "html_injection_name",
@@ -82,6 +83,8 @@ HOSTILE_CASES: tuple[str, ...] = (
 )
 
 BOMB_SIDE_PX = 40_000
+#: The folder beside the root that the symlink_outside_root case points into.
+OUTSIDE_FOLDER = "outside-the-root"
 EXIF_ORIENTATION_TAG = 0x0112
 
 _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
@@ -535,6 +538,12 @@ def _case_makers(w: _HostileWriter) -> dict[str, Callable[[int], Mapping[str, st
         os.symlink("a.jpg", root / "sad/b.jpg")
         return {"symlink_loop": "sad/a.jpg", "symlink_loop_other": "sad/b.jpg"}
 
+    def symlink_outside_root(i: int) -> Mapping[str, str | None]:
+        # a good image, but beside the root: its content must not get in through a link
+        w.image(f"../{OUTSIDE_FOLDER}/secret.jpg", w.seed_for(i))
+        os.symlink(f"../../{OUTSIDE_FOLDER}/secret.jpg", root / "happy/linked.jpg")
+        return {"symlink_outside_root": "happy/linked.jpg"}
+
     def non_utf8_name(i: int) -> Mapping[str, str | None]:
         if os.name != "posix":
             raise _SkipCase(f"file names are text on {os.name}; no bytes to make invalid")
@@ -633,6 +642,7 @@ def _case_makers(w: _HostileWriter) -> dict[str, Callable[[int], Mapping[str, st
         "dir_named_jpg": dir_named_jpg,
         "dangling_symlink": dangling_symlink,
         "symlink_loop": symlink_loop,
+        "symlink_outside_root": symlink_outside_root,
         "unreadable": unreadable,
         "non_utf8_name": non_utf8_name,
         "html_injection_name": html_injection_name,

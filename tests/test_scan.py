@@ -57,6 +57,8 @@ def test_clean_folder_rows(clean_root: Path) -> None:
         ("stray_root_file", "label", pd.NA),
         ("dangling_symlink", "read_error", "dangling symlink (its target does not exist)"),
         ("symlink_loop", "read_error", "symlink loop"),
+        ("symlink_outside_root", "is_inside_root", False),
+        ("dangling_symlink", "is_inside_root", True),
         ("html_injection_name", "is_decodable", True),
     ],
     ids=lambda v: str(v),
@@ -66,6 +68,15 @@ def test_hostile_case_row(
 ) -> None:
     value = hostile_manifest.loc[hostile.cases[case], column]
     assert (pd.isna(value) and expected is pd.NA) or value == expected
+
+
+def test_sixteen_bit_images_are_hashed_by_their_picture(
+    hostile: HostileCorpus, hostile_manifest: pd.DataFrame
+) -> None:
+    # Pillow's convert("L") clips 16-bit values: every such scan would hash as a blank
+    blank = hostile_manifest.loc[hostile.cases["tiny_1x1"], "phash"]
+    row = hostile_manifest.loc[hostile.cases["png16"]]
+    assert row["is_decodable"] and row["phash"] != blank
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "is_hidden": ("boolean", "some part of the path starts with '.'"),
     "is_valid_name": ("boolean", "the file name is valid UTF-8"),
     "is_symlink": ("boolean", "the entry is a symbolic link"),
+    "is_inside_root": ("boolean", "the entry, symlinks followed, stays inside the scanned root"),
     "is_readable": ("boolean", "the entry is a regular file the scan could read"),
     "read_error": ("string", "why it could not be read (dangling symlink, permission, ...)"),
     "file_bytes": ("Int64", "size on disk in bytes"),

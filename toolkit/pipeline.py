@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import ManifestError, UsageError
+from toolkit.images import flatten
 from toolkit.rules import content_groups
+from toolkit.scan import leads_outside
 from toolkit.validate import ACCEPTED
 
 log = logging.getLogger(__name__)
@@ -195,10 +197,16 @@ def decode_rows(
         for i, (r, (_, row)) in enumerate(zip(roots, rows.iterrows(), strict=True))
     ]
 
+    real_roots = {base: os.path.realpath(base) for base in {t[1] for t in tasks}}
+
     def work(task: tuple[int, Path, pd.Series]) -> tuple[int, str | None]:
         i, base, row = task
         try:
-            buffer[i] = load_image(member_path(base, str(row["path"])), spec, row=row)
+            path = member_path(base, str(row["path"]))
+            target = leads_outside(real_roots[base], str(path))
+            if target is not None:  # e.g. swapped for a symlink since the scan
+                raise ImageProblem(f"leads outside the data root, to {target}; not read")
+            buffer[i] = load_image(path, spec, row=row)
         except ImageProblem as exc:
             return i, str(exc)
         return i, None
@@ -308,7 +316,7 @@ def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) 
             )
     img.seek(0)  # the first frame of an animation
     img.load()
-    img = _flatten(img)
+    img = flatten(img)
     if box:
         img = img.crop(box)
     if orientation in _UPRIGHT:
@@ -316,31 +324,6 @@ def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) 
     img = img.convert("L" if spec.channels == 1 else "RGB")
     img = img.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8).reshape(spec.shape)
-
-
-def _flatten(img: Any) -> Any:
-    """Any Pillow mode -> L or RGB: alpha over white, 16-bit scaled down, CMYK/palette
-    converted."""
-    from PIL import Image
-
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        return Image.fromarray(np.clip(arr * 255.0 / top, 0, 255).astype(np.uint8), "L")
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        span = max(float(arr.max() - arr.min()), 1e-9)
-        return Image.fromarray(((arr - arr.min()) * 255.0 / span).astype(np.uint8), "L")
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        img.mode == "P" and "transparency" in img.info
-    )
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if img.mode in ("L", "RGB"):
-        return img
-    return img.convert("RGB")
 
 
 def make_dataset(

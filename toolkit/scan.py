@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from toolkit.errors import DataRootError
+from toolkit.images import flatten
 from toolkit.manifest import SCAN_COLUMNS, empty_manifest, normalise_manifest
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ class FileScanner:
     def __init__(self, root: Path, options: ScanOptions) -> None:
         self.root = root
         self.options = options
+        self._real_root = os.path.realpath(root)
         self._faces: Callable[[Any], tuple[int, tuple[int, int, int, int] | None]] | None = None
 
     def scan(self, rel: str) -> dict:
@@ -211,6 +213,12 @@ class FileScanner:
     def _fill_stat(self, row: dict, full: str) -> None:
         lst = os.lstat(full)
         row["is_symlink"] = stat.S_ISLNK(lst.st_mode)
+        if row["is_symlink"]:
+            target = leads_outside(self._real_root, full)
+            if target is not None:  # never read what a link smuggles in from elsewhere
+                row["is_inside_root"] = False
+                row["read_error"] = f"symlink to {target}, outside the data root; not read"
+                return
         try:
             st = os.stat(full)
         except OSError as exc:
@@ -281,7 +289,7 @@ class FileScanner:
                     if img.format in ("JPEG", "MPO"):
                         img.draft("RGB", (DRAFT_SIDE_PX, DRAFT_SIDE_PX))
                     img.load()
-                    gray = img.convert("L")
+                    gray = flatten(img).convert("L")
             except Exception as exc:
                 row["decode_error"] = _decode_error_text(exc, row["detected_format"])
                 return
@@ -376,6 +384,17 @@ def _decode_error_text(exc: Exception, detected: str) -> str:
     return f"{name}: {text}"
 
 
+def leads_outside(real_root: str, path: str) -> str | None:
+    """Where `path` really leads (symlinks followed) when that is outside `real_root`, else None.
+
+    `real_root` must itself be resolved (os.path.realpath).
+    """
+    target = os.path.realpath(path)
+    if os.path.commonpath([real_root, target]) == real_root:
+        return None
+    return target
+
+
 def _stat_error(exc: OSError, is_symlink: bool) -> str:
     if exc.errno == errno.ELOOP:
         return "symlink loop"
@@ -397,6 +416,7 @@ def _blank_row(rel: str) -> dict:
         is_hidden=any(p.startswith(".") for p in parts),
         is_valid_name=path == rel,
         is_symlink=False,
+        is_inside_root=True,
         is_readable=False,
         is_decodable=False,
     )

@@ -18,9 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
+
+from toolkit.images import flatten
+from toolkit.scan import leads_outside
 
 log = logging.getLogger(__name__)
 
@@ -104,27 +106,21 @@ def _encode(path: str, max_pixels: int, side: int) -> Thumbnail:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """An RGB copy of any mode (16-bit and float scaled to 8 bits, alpha over white)."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        values = np.asarray(img, dtype=np.float32)
-        top = float(values.max()) or 1.0
-        grey = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8))
-        out = grey.convert("RGB")
-    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        out = Image.new("RGB", rgba.size, "white")
-        out.paste(rgba, mask=rgba.getchannel("A"))
-    else:
-        out = img.convert("RGB")
-    return out
+    return flatten(img).convert("RGB")
 
 
 def _file_path(root: Path, row: dict) -> str:
     """The OS path of a manifest row (names that were not UTF-8 come back to their bytes)."""
     rel = str(row["path"])
     if _true(row.get("is_valid_name"), default=True):
-        return os.path.join(root, rel)
-    raw = _BYTE_ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), rel.encode("utf-8"))
-    return os.fsdecode(os.path.join(os.fsencode(root), raw))
+        path = os.path.join(root, rel)
+    else:
+        raw = _BYTE_ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), rel.encode("utf-8"))
+        path = os.fsdecode(os.path.join(os.fsencode(root), raw))
+    target = leads_outside(os.path.realpath(root), path)
+    if target is not None:  # an edited manifest, or a file swapped for a link since the scan
+        raise OSError(f"leads outside the data root, to {target}; not read")
+    return path
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str:
