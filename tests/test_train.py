@@ -455,3 +455,35 @@ def test_flip_averaging_scores_each_image_and_its_mirror() -> None:
     )
     assert predict_proba(plain, decoded) == pytest.approx([0.0, 0.0])
     assert predict_proba(flipped, decoded) == pytest.approx([0.5, 0.5])
+
+
+def test_best_weights_are_saved_whole_and_only_when_val_loss_improves(tmp_path: Path) -> None:
+    import keras
+
+    from toolkit.train import _best_weights_callback
+
+    saved: list[float] = []
+
+    class Model:
+        fail = False
+
+        def save_weights(self, path: str) -> None:
+            Path(path).write_bytes(b"half" if self.fail else b"weights")
+            if self.fail:
+                raise KeyboardInterrupt  # killed while writing
+            saved.append(len(saved))
+
+    target = tmp_path / "best.weights.h5"
+    callback = _best_weights_callback(keras, target, best_so_far=0.6)
+    model = Model()
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"val_loss": 0.7})  # worse than the resumed run's best
+    assert not target.exists()
+    callback.on_epoch_end(1, {"val_loss": 0.5})
+    callback.on_epoch_end(2, {"val_loss": 0.5})  # equal is not better
+    assert saved == [0] and target.read_bytes() == b"weights"
+    model.fail = True
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_epoch_end(3, {"val_loss": 0.4})
+    assert target.read_bytes() == b"weights"  # the previous best, whole
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary left

@@ -7,6 +7,7 @@ A file that cannot be used gets its own error; the others are still predicted.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,11 +74,9 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
 
 
 def _read(scanner: FileScanner, path: Path, run: Run) -> np.ndarray:
-    full = path.resolve()
-    if not full.exists():
+    full = Path(os.path.abspath(path))  # not resolve(): it raises on a symlink loop
+    if not os.path.lexists(full):
         raise ImageProblem("no such file")
-    if not full.is_file():
-        raise ImageProblem("not a regular file")
     row = scanner.scan(str(full).lstrip("/"))
     if not row["is_readable"]:
         raise ImageProblem(str(row["read_error"] or "cannot read"))

@@ -35,7 +35,13 @@ from toolkit.evaluate import (
     predict_proba,
     score_predictions,
 )
-from toolkit.manifest import atomic_write_text, normalise_manifest, read_manifest, write_manifest
+from toolkit.manifest import (
+    atomic_write,
+    atomic_write_text,
+    normalise_manifest,
+    read_manifest,
+    write_manifest,
+)
 from toolkit.models import get_recipe
 from toolkit.pipeline import (
     DEFAULT_MEMORY_BYTES,
@@ -320,13 +326,7 @@ def _fit(
             str(checkpoints / "backup"), double_checkpoint=True, delete_checkpoint=False
         ),
         keras.callbacks.CSVLogger(str(history_csv), append=resume),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoints / BEST_WEIGHTS),
-            monitor="val_loss",
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=best_so_far,
-        ),
+        _best_weights_callback(keras, checkpoints / BEST_WEIGHTS, best_so_far),
         keras.callbacks.EarlyStopping(
             monitor="val_loss",
             patience=options.patience or recipe.patience,
@@ -362,6 +362,31 @@ def _fit(
     return model, _read_history(history_csv)
 
 
+def _best_weights_callback(keras: Any, target: Path, best_so_far: float | None) -> Any:
+    """Keras' ModelCheckpoint(save_best_only) on val_loss, but written atomically: a run
+    killed while saving keeps the previous best weights, never half an HDF5 file."""
+
+    class AtomicBestWeights(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = np.inf if best_so_far is None else best_so_far
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            value = (logs or {}).get("val_loss")
+            if value is None or not value < self.best:
+                return
+            self.best = float(value)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{os.getpid()}.{target.name}")  # keeps .weights.h5
+            try:
+                self.model.save_weights(str(tmp))
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    return AtomicBestWeights()
+
+
 def _best_val_loss(history_csv: Path) -> float | None:
     history = _read_history(history_csv)
     values = history.get("val_loss") or []
@@ -374,8 +399,10 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
         return {}
     frame = pd.read_csv(history_csv)
     if "epoch" in frame.columns:
-        frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch")
-        frame.to_csv(history_csv, index=False)
+        deduplicated = frame.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        if len(deduplicated) != len(frame):  # a resumed run repeated epochs: keep one of each
+            frame = deduplicated
+            atomic_write(history_csv, lambda fh: frame.to_csv(fh, index=False))
     return {c: frame[c].astype(float).tolist() for c in frame.columns if c != "epoch"}
 
 
