@@ -71,6 +71,10 @@ VERDICTS: dict[str, str | tuple[str, str] | None] = {
 #: A folder named photo.jpg is walked like any folder (its files would be rows).
 FOLDER_CASES = {"empty_class": "min_files_per_class", "dir_named_jpg": None}
 
+#: What scanning a decompression bomb may add to peak memory (MB). Its header declares
+#: 1.6 GB of pixels; the max_pixels limit is checked from the header, before decoding.
+BOMB_MEMORY_LIMIT_MB = 100
+
 #: The tiny profile with the class-count rules as warnings, so the corpus can be trained on.
 LENIENT_PROFILE = (
     TINY_PROFILE.replace("min_files = 2", 'min_files = 2\nseverity = "warning"')
@@ -293,3 +297,24 @@ def test_two_validations_of_one_folder_at_once_both_finish_alike(
         assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_bomb_is_judged_in_bounded_memory(hostile: HostileCorpus, tmp_path: Path) -> None:
+    # 40000 x 40000 px decoded would take 1.6 GB; the header check must keep the scan small
+    root = tmp_path / "bomb"
+    (root / "sad").mkdir(parents=True)
+    (root / "sad" / "bomb.png").write_bytes((hostile.root / hostile.cases["bomb"]).read_bytes())
+    probe = (
+        "import resource, sys; from toolkit.scan import scan_folder; from PIL import Image;"
+        "import imagehash, cv2;"  # what a scan imports, before the baseline
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "m = scan_folder(sys.argv[1], jobs=1);"
+        "assert not m['is_decodable'].any(), m.T;"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(root)], env=_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    grown_mb = int(done.stdout.split()[-1])
+    assert grown_mb < BOMB_MEMORY_LIMIT_MB, f"scanning the bomb took {grown_mb} MB more"
