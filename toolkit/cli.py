@@ -30,6 +30,8 @@ DEMO_DIR = Path("data/demo")
 RUNS_DIR = Path("runs")
 DATA_DOCS_DIR = "data_docs"
 MAX_FINDING_LINES = 20
+#: report.html draws every file: above this many, the Dask engine writes report.json only.
+HTML_MAX_FILES = 500_000
 
 ProfileOpt = Annotated[
     str,
@@ -50,8 +52,11 @@ FacesOpt = Annotated[
 @app.command()
 def validate(
     data: Annotated[
-        Path | None,
-        typer.Argument(help="Folder holding one folder per class. [default: the demo set]"),
+        str | None,
+        typer.Argument(
+            help="Folder holding one folder per class; with --engine dask also an fsspec URL. "
+            "[default: the demo set]"
+        ),
     ] = None,
     profile: ProfileOpt = "tutorial",
     out: Annotated[
@@ -69,11 +74,30 @@ def validate(
             "--data-docs", help="Also build Great Expectations Data Docs into OUT/data_docs."
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="local (processes on this machine) or dask (a Dask cluster)."
+        ),
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Address of a running Dask scheduler to join (tcp://host:8786); without it "
+            "--engine dask starts a LocalCluster.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="LocalCluster worker processes [one per core]."),
+    ] = None,
 ) -> None:
     """Scan DATA, judge every file and the dataset, write manifest, report.json, report.html.
 
     Exit code 0 when the dataset passes every blocking rule, 1 when it does not.
     """
+    from toolkit.cluster import check_engine
     from toolkit.manifest import write_manifest
     from toolkit.profiles import load_profile
     from toolkit.report import write_report_json
@@ -81,23 +105,36 @@ def validate(
     from toolkit.validate import validate_manifest
 
     started = time.perf_counter()
-    if data is None:
-        data = _ensure_demo_data(DEMO_DIR)
+    source = data if data is not None else str(_ensure_demo_data(DEMO_DIR))
     rules = load_profile(profile)  # a bad profile fails before a long scan
-    out = out or RUNS_DIR / (data.resolve().name or "data")
-    manifest = scan_folder(data, jobs=jobs, options=ScanOptions(detect_faces=faces), progress=True)
-    scanned = time.perf_counter()
-    result = validate_manifest(manifest, rules)
+    check_engine(engine)
+    if (scheduler or workers) and engine != "dask":
+        raise UsageError("--scheduler and --workers need --engine dask")
+    out = out or RUNS_DIR / (_folder_name(source) or "data")
+    options = ScanOptions(detect_faces=faces)
+    if engine == "dask":
+        result, seconds = _validate_on_dask(source, rules, out, options, scheduler, workers)
+    else:
+        manifest = scan_folder(Path(source), jobs=jobs, options=options, progress=True)
+        scanned = time.perf_counter()
+        result = validate_manifest(manifest, rules)
+        seconds = {"scan": round(scanned - started, 2)}
+        seconds["validate"] = round(time.perf_counter() - scanned, 2)
+        write_manifest(result.manifest, out)
     finished = time.perf_counter()
     result.extra.update(
         command=_command_line(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        seconds={"scan": round(scanned - started, 2), "validate": round(finished - scanned, 2)},
+        seconds=seconds,
     )
     report = result.to_report()
-    write_manifest(result.manifest, out)
     report_path = None
-    if html:
+    if html and result.manifest is None:
+        typer.echo(
+            f"report.html skipped: over {HTML_MAX_FILES:,} files (report.json has every finding)",
+            err=True,
+        )
+    elif html:
         from toolkit.report.html import write_report_html
 
         began = time.perf_counter()
@@ -111,7 +148,7 @@ def validate(
         docs = write_data_docs(result.suite_results, out / DATA_DOCS_DIR)
         report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
     json_path = write_report_json(report, out)
-    _echo_summary(data, report, result, report_path or json_path, finished - started, docs)
+    _echo_summary(source, report, result, report_path or json_path, finished - started, docs)
     if not result.passed:
         raise typer.Exit(1)
 
@@ -399,8 +436,51 @@ def _command_line() -> str:
     return "toolkit " + " ".join(shlex.quote(a) for a in _ARGV or sys.argv[1:])
 
 
+def _folder_name(source: str) -> str:
+    """The data folder's own name, for the default output folder (paths or URLs)."""
+    if "://" in source:
+        return source.rstrip("/").rsplit("/", 1)[-1]
+    return Path(source).resolve().name
+
+
+def _validate_on_dask(
+    source: str,
+    rules: Any,
+    out: Path,
+    options: Any,
+    scheduler: str | None,
+    workers: int | None,
+) -> tuple[Any, dict[str, float]]:
+    """Scan and validate on Dask; write the partitioned manifest. The Validation carries the
+    manifest in this process only when it is small enough for report.html."""
+    from dataclasses import replace
+
+    from toolkit.cluster import (
+        ClusterOptions,
+        connect,
+        validate_cluster,
+        write_partitioned_manifest,
+    )
+
+    began = time.perf_counter()
+    with connect(ClusterOptions(scheduler=scheduler, n_workers=workers)) as client:
+        connected = time.perf_counter()
+        found = validate_cluster(client, source, rules, options=options)
+        validated = time.perf_counter()
+        write_partitioned_manifest(found, out)
+        n_files = found.validation.counts.n_files if found.validation.counts else 0
+        small = n_files <= HTML_MAX_FILES
+        result = replace(found.validation, manifest=found.to_pandas() if small else None)
+    seconds = {
+        "cluster": round(connected - began, 2),
+        "scan_and_validate": round(validated - connected, 2),
+        "write": round(time.perf_counter() - validated, 2),
+    }
+    return result, seconds
+
+
 def _echo_summary(
-    data: Path,
+    data: str | Path,
     report: dict[str, Any],
     result: Any,
     report_path: Path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -64,12 +65,26 @@ TRAINING_COLUMNS: dict[str, tuple[str, str]] = {
 
 MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
-_META_KEY = b"toolkit"
+#: The Parquet schema metadata key that carries manifest.attrs (root, class folders, profile).
+METADATA_KEY = b"toolkit"
 
 
 def empty_manifest() -> pd.DataFrame:
     """A manifest with every scan column and no rows."""
     return normalise_manifest(pd.DataFrame(columns=SCAN_COLUMNS))
+
+
+def manifest_from_rows(rows: list[dict]) -> pd.DataFrame:
+    """A manifest from scan rows, each column built straight into its dtype (through a
+    float64 column, nanosecond mtimes of ~1.8e18 would lose their last digits)."""
+    if not rows:
+        return empty_manifest()
+    return pd.DataFrame(
+        {
+            name: pd.array([r.get(name) for r in rows], dtype=dtype)
+            for name, (dtype, _) in COLUMNS.items()
+        }
+    )
 
 
 def normalise_manifest(frame: pd.DataFrame) -> pd.DataFrame:
@@ -92,9 +107,13 @@ def write_manifest(manifest: pd.DataFrame, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(manifest, preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta[_META_KEY] = json.dumps(manifest.attrs, default=str).encode()
+    meta[METADATA_KEY] = json.dumps(manifest.attrs, default=str).encode()
     table = table.replace_schema_metadata(meta)
     target = out_dir / MANIFEST_PARQUET
+    if target.is_dir():  # the Dask engine's folder of parts from an earlier run
+        old = target.with_name(f".{target.name}.old{os.getpid()}")
+        os.replace(target, old)
+        shutil.rmtree(old, ignore_errors=True)
     atomic_write(target, lambda fh: pq.write_table(table, fh), binary=True)
     atomic_write(out_dir / MANIFEST_CSV, lambda fh: manifest.to_csv(fh, index=False))
     return target
@@ -105,9 +124,9 @@ def read_manifest(path: Path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_PARQUET
-    if not path.is_file():
+    if path.is_dir() and (path / MANIFEST_PARQUET).exists():
+        path = path / MANIFEST_PARQUET  # a file, or a folder of parts (the Dask engine's)
+    if not path.is_file() and not (path.is_dir() and path.suffix == ".parquet"):
         raise ManifestError(path, "no manifest here (write one with `toolkit validate` or `scan`)")
     try:
         table = pq.read_table(path)
@@ -117,7 +136,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
     if missing:
         raise ManifestError(path, f"missing manifest column(s) {', '.join(missing)}")
     frame = normalise_manifest(table.to_pandas())
-    raw = (table.schema.metadata or {}).get(_META_KEY)
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
     frame.attrs = json.loads(raw) if raw else {}
     return frame
 

@@ -82,7 +82,9 @@ class FileRule(Rule):
 class DatasetRule(Rule):
     """A test over many rows, run as a Great Expectations expectation over a derived table."""
 
-    #: "files" (one row per file, same index as the manifest) or "classes" or "dataset".
+    #: "files" (one row per file that shares content or path with another, same index as
+    #: the manifest), "duplicates", "classes", "classes_present" or "dataset" (aggregates):
+    #: see toolkit.validate.DatasetCounts.
     table: ClassVar[str] = "files"
     #: rows of the "files" table it flags are files it rejects (when blocking)
     per_file: ClassVar[bool] = False
@@ -633,7 +635,7 @@ class MaxDuplicateShare(DatasetRule):
     """A bounded share of extra copies (same bytes) in the whole dataset."""
 
     name: ClassVar[str] = "max_duplicate_share"
-    table: ClassVar[str] = "hashed"
+    table: ClassVar[str] = "duplicates"
     max_share: float = 0.05
 
     @property
@@ -641,14 +643,7 @@ class MaxDuplicateShare(DatasetRule):
         return f"at most {self.max_share:.0%} of files are extra copies of another file"
 
     def expectation(self) -> Expectation:
-        return _gxe().ExpectColumnProportionOfUniqueValuesToBeBetween(
-            column="sha256", min_value=1.0 - self.max_share
-        )
-
-    def summarise(self, table: pd.DataFrame) -> pd.Series:
-        n_rows = len(table)
-        n_copies = n_rows - table["sha256"].nunique()
-        return pd.Series({"n_rows": n_rows, "n_copies": n_copies, "share": n_copies / n_rows})
+        return _gxe().ExpectColumnValuesToBeBetween(column="share", max_value=self.max_share)
 
     def detail(self, row: pd.Series) -> str:
         return (

@@ -28,7 +28,7 @@ import pandas as pd
 
 from toolkit.errors import DataRootError
 from toolkit.images import flatten
-from toolkit.manifest import SCAN_COLUMNS, empty_manifest, normalise_manifest
+from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,7 @@ def scan_folder(
     jobs = _resolve_jobs(jobs, len(entries))
     log.info("scanning %d files below %s with %d process(es)", len(entries), root, jobs)
     rows = list(_progress(_scan_all(root, entries, jobs, options), len(entries), progress))
-    manifest = (
-        normalise_manifest(pd.DataFrame(rows, columns=SCAN_COLUMNS)) if rows else empty_manifest()
-    )
+    manifest = manifest_from_rows(rows)
     manifest.attrs["root"] = str(root.resolve())
     manifest.attrs["class_folders"] = list_class_folders(root)
     return manifest
@@ -208,6 +206,19 @@ class FileScanner:
             log.exception("unexpected error while scanning %s", rel)
             row["is_readable"] = bool(row["is_readable"])
             row["read_error"] = row["read_error"] or f"scan failed: {type(exc).__name__}: {exc}"
+        return row
+
+    def scan_bytes(self, rel: str, data: bytes, mtime_ns: int | None = None) -> dict:
+        """The manifest row of `rel` from bytes already read (files behind an fsspec URL,
+        which have no symlinks or permissions to look at); never raises."""
+        row = _blank_row(rel)
+        row.update(is_readable=True, file_bytes=len(data), mtime_ns=mtime_ns)
+        row["sha256"] = hashlib.sha256(data).hexdigest()
+        try:
+            self._fill_image(row, data)
+        except Exception as exc:  # as in scan(): one file's bug must not stop the scan
+            log.exception("unexpected error while scanning %s", rel)
+            row["read_error"] = f"scan failed: {type(exc).__name__}: {exc}"
         return row
 
     def _fill_stat(self, row: dict, full: str) -> None:

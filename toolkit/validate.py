@@ -48,6 +48,8 @@ class Validation:
     findings: list[Finding]
     profile: Profile
     passed: bool
+    #: the aggregates the report quotes (the Dask engine has no manifest in one process)
+    counts: DatasetCounts | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: Great Expectations' results of the dataset suites (for Data Docs; not in the report)
     suite_results: list[Any] = field(default_factory=list, repr=False)
@@ -82,19 +84,25 @@ class Validation:
 
     def classes(self) -> dict[str, dict[str, int]]:
         """Files and accepted files per class, empty class folders included."""
-        counts = class_counts(self.manifest)
+        counts = self.counts.classes if self.counts else class_counts(self.manifest)
         return {
             str(r.label): {"n_files": int(r.n_files), "n_accepted": int(r.n_accepted)}
             for r in counts.itertuples(index=False)
         }
 
+    @property
+    def root(self) -> str | None:
+        """The scanned data folder."""
+        return self.extra.get("root") or self.manifest.attrs.get("root")
+
     def to_report(self) -> dict[str, Any]:
         """The report.json document (stable keys)."""
+        counts = self.counts or DatasetCounts.of(self.manifest)
         return {
             "passed": self.passed,
-            "n_files": len(self.manifest),
-            "n_accepted": int((self.manifest["status"] == ACCEPTED).sum()),
-            "n_rejected": int((self.manifest["status"] == REJECTED).sum()),
+            "n_files": counts.n_files,
+            "n_accepted": counts.n_accepted,
+            "n_rejected": counts.n_rejected,
             "by_rule": self.by_rule(),
             "classes": self.classes(),
             "rules": {
@@ -103,32 +111,30 @@ class Validation:
             },
             "findings": [asdict(f) for f in self.findings],
             "profile": self.profile.as_dict(),
-            "root": self.manifest.attrs.get("root"),
+            "root": self.root,
             "toolkit_version": __version__,
-            **self.extra,
+            **{k: v for k, v in self.extra.items() if k != "root"},
         }
 
 
 def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
-    """Judge every row and the dataset as a whole; returns the manifest with verdicts."""
+    """Judge every row and the dataset as a whole; returns the manifest with verdicts.
+
+    The steps are the ones the Dask engine (toolkit.engines.dask) runs on partitions and
+    aggregates: file rules per row, content rules on the rows that share content or a
+    path with another, dataset rules on counts.
+    """
     attrs = dict(manifest.attrs)
     frame = normalise_manifest(manifest).reset_index(drop=True)
     frame.attrs = {**attrs, "profile": profile.spec}
-    row_findings: dict[int, list[Finding]] = defaultdict(list)
-
-    for index, finding in _run_file_rules(frame, profile.file_rules):
-        row_findings[index].append(finding)
-
-    before = [r for r in profile.dataset_rules if not r.after_rejection]
-    after = [r for r in profile.dataset_rules if r.after_rejection]
-    dataset_findings: list[Finding] = []
     suite_results: list[Any] = []
-    for index, finding in _run_dataset_rules(frame, before, suite_results):
-        (
-            row_findings[index].append(finding)
-            if index is not None
-            else dataset_findings.append(finding)
-        )
+    row_findings: dict[int, list[Finding]] = defaultdict(list)
+    for index, finding in judge_files(frame, profile):
+        row_findings[index].append(finding)
+    n_hashed, n_unique = duplicate_counts(frame)
+    grouped, dataset_findings = judge_groups(frame, n_hashed, n_unique, profile, suite_results)
+    for index, finding in grouped:
+        row_findings[index].append(finding)
 
     blocking = {i for i, fs in row_findings.items() if any(f.severity == "error" for f in fs)}
     status = pd.Series(ACCEPTED, index=frame.index, dtype="string")
@@ -137,10 +143,8 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
     frame["reasons"] = _joined(row_findings, frame.index, "error")
     frame["warnings"] = _joined(row_findings, frame.index, "warning")
 
-    for index, finding in _run_dataset_rules(frame, after, suite_results):
-        assert index is None, "rules run after rejection judge the dataset, not files"
-        dataset_findings.append(finding)
-
+    counts = DatasetCounts.of(frame)
+    dataset_findings += judge_dataset(counts, profile, suite_results)
     findings = sorted(f for fs in row_findings.values() for f in fs) + sorted(dataset_findings)
     passed = not any(f.severity == "error" for f in dataset_findings)
     log.info("validated %d files: %d rejected, passed=%s", len(frame), len(blocking), passed)
@@ -149,8 +153,78 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
         findings=findings,
         profile=profile,
         passed=passed,
+        counts=counts,
         suite_results=suite_results,
     )
+
+
+@dataclass(frozen=True)
+class DatasetCounts:
+    """The aggregates the dataset-wide rules and the report judge: small at any scale."""
+
+    n_files: int
+    n_accepted: int
+    n_rejected: int
+    #: label, n_files, n_accepted per class (sorted), empty class folders included
+    classes: pd.DataFrame
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> DatasetCounts:
+        """The counts of a validated pandas manifest."""
+        return cls(
+            n_files=len(frame),
+            n_accepted=int((frame["status"] == ACCEPTED).sum()),
+            n_rejected=int((frame["status"] == REJECTED).sum()),
+            classes=class_counts(frame),
+        )
+
+
+def judge_files(frame: pd.DataFrame, profile: Profile) -> list[tuple[int, Finding]]:
+    """The file rules (one pandera schema) on a manifest or a partition of one."""
+    return _run_file_rules(frame, profile.file_rules)
+
+
+def duplicate_counts(frame: pd.DataFrame) -> tuple[int, int]:
+    """Rows with a SHA-256 and distinct SHA-256 values among them."""
+    hashed = frame["sha256"].dropna()
+    return len(hashed), int(hashed.nunique())
+
+
+def judge_groups(
+    candidates: pd.DataFrame,
+    n_hashed: int,
+    n_unique_sha256: int,
+    profile: Profile,
+    keep: list[Any] | None = None,
+) -> tuple[list[tuple[int, Finding]], list[Finding]]:
+    """The dataset rules that run before rejection: (file findings, dataset findings).
+
+    `candidates` holds every row that shares content (bytes, or a perceptual hash within
+    the rules' distances) or a path with another row, or more; the rest cannot break these
+    rules, so the Dask engine sends only candidates here.
+    """
+    rules = [r for r in profile.dataset_rules if not r.after_rejection]
+    tables = {
+        "files": candidates[["path", "label"]].copy(),
+        "duplicates": _duplicates(n_hashed, n_unique_sha256),
+    }
+    per_file: list[tuple[int, Finding]] = []
+    dataset: list[Finding] = []
+    for index, finding in _run_dataset_rules(tables, candidates, rules, keep):
+        (per_file.append((index, finding)) if index is not None else dataset.append(finding))
+    return per_file, dataset
+
+
+def judge_dataset(
+    counts: DatasetCounts, profile: Profile, keep: list[Any] | None = None
+) -> list[Finding]:
+    """The dataset rules that run on the verdicts (class counts, rejected share)."""
+    rules = [r for r in profile.dataset_rules if r.after_rejection]
+    out = []
+    for index, finding in _run_dataset_rules(_count_tables(counts), None, rules, keep):
+        assert index is None, "rules run after rejection judge the dataset, not files"
+        out.append(finding)
+    return out
 
 
 def _joined(found: dict[int, list[Finding]], index: pd.Index, severity: str) -> pd.Series:
@@ -204,50 +278,73 @@ def _run_file_rules(frame: pd.DataFrame, rules: list[FileRule]) -> list[tuple[in
 def class_counts(frame: pd.DataFrame) -> pd.DataFrame:
     """label, n_files, n_accepted per class (sorted), empty class folders included."""
     labelled = frame[frame["label"].notna()]
-    names = sorted(set(labelled["label"]) | set(frame.attrs.get("class_folders", [])))
-    n_files = labelled.groupby("label").size().reindex(names, fill_value=0)
     accepted = labelled[labelled["status"] == ACCEPTED]
-    n_acc = accepted.groupby("label").size().reindex(names, fill_value=0)
-    return pd.DataFrame(
-        {"label": names, "n_files": n_files.to_numpy(), "n_accepted": n_acc.to_numpy()}
+    return class_table(
+        labelled.groupby("label").size(),
+        accepted.groupby("label").size(),
+        frame.attrs.get("class_folders", []),
     )
 
 
-def _tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The tables dataset rules judge, built lazily by name."""
-    tables: dict[str, pd.DataFrame] = {}
-    tables["files"] = frame[["path", "label"]].copy()
-    tables["hashed"] = frame.loc[frame["sha256"].notna(), ["path", "sha256"]].copy()
-    if "status" in frame:
-        classes = class_counts(frame)
-        largest = classes.loc[classes["n_accepted"].idxmax()] if len(classes) else None
-        classes["largest"] = largest["label"] if largest is not None else ""
-        classes["n_largest"] = int(largest["n_accepted"]) if largest is not None else 0
-        classes["ratio_to_largest"] = (
-            classes["n_accepted"] / classes["n_largest"] if len(classes) else []
-        )
-        classes["ratio_to_largest"] = classes["ratio_to_largest"].fillna(0.0)
-        tables["classes"] = classes
-        tables["classes_present"] = classes[classes["n_accepted"] > 0][["label"]]
-        n_rejected = int((frame["status"] == REJECTED).sum())
-        tables["dataset"] = pd.DataFrame(
+def class_table(
+    n_files: pd.Series, n_accepted: pd.Series, class_folders: list[str]
+) -> pd.DataFrame:
+    """The per-class table from counts by label (any engine's), empty folders included."""
+    names = sorted(set(map(str, n_files.index)) | set(class_folders))
+    n_files = n_files.rename(index=str).reindex(names, fill_value=0)
+    n_acc = n_accepted.rename(index=str).reindex(names, fill_value=0)
+    return pd.DataFrame(
+        {
+            "label": names,
+            "n_files": n_files.to_numpy(dtype="int64"),
+            "n_accepted": n_acc.to_numpy(dtype="int64"),
+        }
+    )
+
+
+def _duplicates(n_hashed: int, n_unique_sha256: int) -> pd.DataFrame:
+    if not n_hashed:
+        return pd.DataFrame(columns=["n_rows", "n_copies", "share"])
+    n_copies = n_hashed - n_unique_sha256
+    return pd.DataFrame(
+        {"n_rows": [n_hashed], "n_copies": [n_copies], "share": [n_copies / n_hashed]}
+    )
+
+
+def _count_tables(counts: DatasetCounts) -> dict[str, pd.DataFrame]:
+    """The tables the after-rejection rules judge, from the counts alone."""
+    classes = counts.classes.copy()
+    largest = classes.loc[classes["n_accepted"].idxmax()] if len(classes) else None
+    classes["largest"] = largest["label"] if largest is not None else ""
+    classes["n_largest"] = int(largest["n_accepted"]) if largest is not None else 0
+    classes["ratio_to_largest"] = (
+        classes["n_accepted"] / classes["n_largest"] if len(classes) else []
+    )
+    classes["ratio_to_largest"] = classes["ratio_to_largest"].fillna(0.0)
+    n = counts.n_files
+    return {
+        "classes": classes,
+        "classes_present": classes[classes["n_accepted"] > 0][["label"]],
+        "dataset": pd.DataFrame(
             {
-                "n_files": [len(frame)],
-                "n_rejected": [n_rejected],
-                "rejected_share": [n_rejected / len(frame) if len(frame) else 0.0],
+                "n_files": [n],
+                "n_rejected": [counts.n_rejected],
+                "rejected_share": [counts.n_rejected / n if n else 0.0],
             }
-        )
-    return tables
+        ),
+    }
 
 
 def _run_dataset_rules(
-    frame: pd.DataFrame, rules: list[DatasetRule], keep: list[Any] | None = None
+    tables: dict[str, pd.DataFrame],
+    frame: pd.DataFrame | None,
+    rules: list[DatasetRule],
+    keep: list[Any] | None = None,
 ) -> list[tuple[int | None, Finding]]:
     if not rules:
         return []
     from toolkit.gx import run_suite
 
-    tables = _tables(frame)
     by_table: dict[str, list[DatasetRule]] = defaultdict(list)
     for rule in rules:
         by_table[rule.table].append(rule)
@@ -256,6 +353,7 @@ def _run_dataset_rules(
         table = tables[name]
         for rule in table_rules:
             if name == "files":
+                assert frame is not None, "file-group rules need the candidate rows"
                 table = table.join(rule.prepare(frame))
         if table.empty and name != "classes_present":
             continue
