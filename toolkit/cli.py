@@ -474,6 +474,7 @@ def _validate_on_dask(
     seconds = {
         "cluster": round(connected - began, 2),
         "scan_and_validate": round(validated - connected, 2),
+        **{f"dask_{step}": s for step, s in found.seconds.items()},
         "write": round(time.perf_counter() - validated, 2),
     }
     return result, seconds

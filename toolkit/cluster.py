@@ -30,10 +30,11 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +180,20 @@ def scan_batch(source: Source, rels: list[str], start: int, options: ScanOptions
     return frame
 
 
-def scan_cluster(client: Any, source: Source, options: ScanOptions, batch_files: int) -> Any:
-    """The manifest as a Dask DataFrame (one partition per batch), persisted on the workers."""
+def scan_cluster(
+    client: Any,
+    source: Source,
+    options: ScanOptions,
+    batch_files: int,
+    entries: list[str] | None = None,
+) -> Any:
+    """The manifest as a Dask DataFrame (one partition per batch), persisted on the workers.
+
+    `entries`: the files to scan, relative to the root (default: all, listed here)."""
     import dask
     import dask.dataframe as dd
 
-    entries, _ = source.list()
+    entries = source.list()[0] if entries is None else entries
     if not entries:
         raise DataRootError(Path(source.url), "holds no files")
     batches = [entries[i : i + batch_files] for i in range(0, len(entries), batch_files)]
@@ -234,12 +243,17 @@ def _max_distance(profile: Profile) -> int | None:
     return max(distances) if distances else None
 
 
-def _band_keys(phash: pd.Series, band: int, n_bands: int) -> pd.Series:
+def _band_rows(part: pd.DataFrame, n_bands: int) -> pd.DataFrame:
+    """Each hashed row once per band, keyed by (band, the hash's bits in that band)."""
     width = -(-64 // n_bands)
-    values = np.array([int(h, 16) for h in phash], dtype=np.uint64)
-    shift = np.uint64(band * width)
-    mask = np.uint64((1 << min(width, 64 - band * width)) - 1)
-    return pd.Series(((values >> shift) & mask).astype("int64"), index=phash.index)
+    values = np.array([int(h, 16) for h in part["phash"]], dtype=np.uint64)
+    frames = []
+    for band in range(n_bands):
+        shift = np.uint64(band * width)
+        mask = np.uint64((1 << min(width, 64 - band * width)) - 1)
+        keys = ((values >> shift) & mask).astype("int64") + (band << 32)
+        frames.append(part.assign(bucket=keys))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _near_paths(part: pd.DataFrame, distance: int) -> pd.DataFrame:
@@ -271,18 +285,15 @@ def candidate_paths(ddf: Any, profile: Profile) -> tuple[set[str], int, int]:
     distance = _max_distance(profile)
     if distance is not None:
         hashed = ddf.loc[~ddf["phash"].isna(), ["path", "phash"]]
-        n_bands = distance + 1
-        for band in range(n_bands):
-            keyed = hashed.assign(
-                bucket=hashed["phash"].map_partitions(
-                    _band_keys, band, n_bands, meta=("bucket", "int64")
-                )
-            )
-            shuffled = keyed.shuffle(on="bucket")
-            near = shuffled.map_partitions(
-                _near_paths, distance, meta=pd.DataFrame({"path": pd.Series(dtype="string")})
-            )
-            paths |= set(near["path"].compute())
+        meta = pd.DataFrame(
+            {"path": pd.Series(dtype="string"), "phash": pd.Series(dtype="string")}
+        ).assign(bucket=pd.Series(dtype="int64"))
+        banded = hashed.map_partitions(_band_rows, distance + 1, meta=meta)
+        # one shuffle: every (band, key) bucket lands whole in one partition
+        near = banded.shuffle(on="bucket").map_partitions(
+            _near_paths, distance, meta=pd.DataFrame({"path": pd.Series(dtype="string")})
+        )
+        paths |= set(near["path"].compute())
     return paths, int(n_hashed), int(n_distinct)
 
 
@@ -312,6 +323,8 @@ class ClusterValidation:
     validation: Validation
     manifest: Any  # dask DataFrame with the verdict columns
     attrs: dict[str, Any]  # what manifest.attrs holds in the local engine
+    #: wall seconds per step: list, scan, file_rules, content_rules, verdicts, dataset_rules
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def to_pandas(self) -> pd.DataFrame:
         """The whole manifest in this process (for the HTML report of a small dataset)."""
@@ -332,12 +345,20 @@ def validate_cluster(
     """Scan and validate `data` on the cluster behind `client`."""
     # P2P shuffles log every start and end at WARNING; they are how this works, not news
     logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
+    from distributed import wait
+
+    clock = _Clock()
     source = Source.of(data)
-    _, class_folders = source.list()
-    ddf = scan_cluster(client, source, options or ScanOptions(), batch_files)
+    entries, class_folders = source.list()
+    clock.lap("list")
+    ddf = scan_cluster(client, source, options or ScanOptions(), batch_files, entries)
+    wait(ddf)
+    clock.lap("scan")
     meta = _meta(empty_manifest())
     meta[_FOUND] = pd.Series(dtype="string")
     judged = client.persist(ddf.map_partitions(_judge_partition, profile, meta=meta))
+    wait(judged)
+    clock.lap("file_rules")
 
     paths, n_hashed, n_distinct = candidate_paths(judged, profile)
     candidates = judged.loc[judged["path"].isin(sorted(paths))].compute() if paths else meta
@@ -351,15 +372,19 @@ def validate_cluster(
     for index, f in per_file:
         grouped[str(candidates.at[index, "path"])].append([f.rule, f.severity, f.detail])
         group_findings.append(f)
+    clock.lap("content_rules")
 
     verdict_meta = meta.copy()
     for column in _VERDICT_COLUMNS:
         verdict_meta[column] = pd.Series(dtype="string")
     final = client.persist(judged.map_partitions(_apply_verdicts, dict(grouped), meta=verdict_meta))
+    wait(final)
+    clock.lap("verdicts")
     counts = _counts(final, class_folders)
     dataset_findings += judge_dataset(counts, profile, suite_results)
     file_findings = _file_findings(final)
     findings = sorted(file_findings + group_findings) + sorted(dataset_findings)
+    clock.lap("dataset_rules")
     attrs = {
         "root": source.url,
         "class_folders": class_folders,
@@ -374,7 +399,21 @@ def validate_cluster(
         extra={"root": source.url},
         suite_results=suite_results,
     )
-    return ClusterValidation(validation, final, attrs)
+    log.info("dask engine, seconds per step: %s", clock.seconds)
+    return ClusterValidation(validation, final, attrs, clock.seconds)
+
+
+class _Clock:
+    """Wall seconds per named step, each from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def _counts(final: Any, class_folders: list[str]) -> DatasetCounts:
