@@ -192,7 +192,9 @@ def train(
         typer.Option("--profile", "-p", help="Profile per data folder, or one for all [tutorial]."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Most epochs [the model's].")] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Images per step, over all replicas together.")
+    ] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the split, the weights, shuffling.")] = 0,
     split: Annotated[
         str, typer.Option(help="train,validation,test shares of the accepted files.")
@@ -204,6 +206,13 @@ def train(
         bool, typer.Option("--resume", help="Continue the interrupted run in --out.")
     ] = False,
     jobs: JobsOpt = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="default (one device), mirrored (every local GPU) or multiworker (the "
+            "processes TF_CONFIG names; run the same command in each)."
+        ),
+    ] = "default",
 ) -> None:
     """Validate DATA (only files that pass are used), split it, train, score the test split.
 
@@ -211,7 +220,7 @@ def train(
     """
     from toolkit.manifest import read_manifest
     from toolkit.pipeline import DEFAULT_RATIOS
-    from toolkit.train import TrainOptions, merge_manifests, train_model
+    from toolkit.train import TrainOptions, merge_manifests, read_worker, train_model
 
     options = TrainOptions(
         model=model,
@@ -220,6 +229,7 @@ def train(
         seed=seed,
         ratios=_parse_ratios(split) if split else DEFAULT_RATIOS,
         image_size=image_size,
+        strategy=strategy,
     )
     if resume:
         if out is None:
@@ -233,6 +243,7 @@ def train(
     from toolkit.models import get_recipe
 
     get_recipe(model)  # an unknown model fails before a long scan
+    read_worker(strategy)  # so do an unknown strategy and a bad TF_CONFIG
     sources = manifest or data or [_ensure_demo_data(DEMO_DIR)]
     name = Path(sources[0]).resolve().name if len(sources) == 1 else "merged"
     if manifest and len(manifest) == 1:

@@ -5,6 +5,11 @@ The run folder holds everything needed to trust and repeat the run: the manifest
 out), model.keras, history.csv, metrics.json (test split), the learning curves, confusion
 matrix and reliability plots, and the fit diagnosis the tutorial teaches. Checkpoints are
 written every epoch, so an interrupted run continues with `resume=True`.
+
+A run trains on one device (`default`), on every local GPU (`mirrored`), or across the
+processes of a TF_CONFIG cluster (`multiworker`). Every worker runs the same steps on the same
+split; tf.data hands each its part of every global batch, and only the chief writes the run
+folder: the others write into a temporary folder of their own, removed when they finish.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +75,8 @@ BEST_WEIGHTS = "best.weights.h5"
 IMBALANCE_RATIO = 1.2
 #: The tutorial's reading of the curves: val_loss this many times the loss is overfitting.
 OVERFIT_RATIO = 1.5
+#: Where a run trains: one device, every local GPU, or every process of a TF_CONFIG cluster.
+STRATEGIES = ("default", "mirrored", "multiworker")
 
 
 class TrainingError(ToolkitError):
@@ -86,6 +96,20 @@ class TrainOptions:
     patience: int | None = None
     image_size: int | None = None
     memory_bytes: int = DEFAULT_MEMORY_BYTES
+    strategy: str = "default"  # one of STRATEGIES; batch_size is global, split across replicas
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This process's place among the processes training one run: worker `index` of `count`."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief (worker 0) writes the run folder; the others write nothing there."""
+        return self.index == 0
 
 
 @dataclass
@@ -124,6 +148,76 @@ def merge_manifests(manifests: list[pd.DataFrame]) -> pd.DataFrame:
     return merged
 
 
+def read_worker(strategy: str, environ: Mapping[str, str] | None = None) -> Worker:
+    """This process's place among the training processes: from TF_CONFIG under multiworker.
+
+    TensorFlow's order: the `chief` task, if the cluster has one, is worker 0 and the
+    `worker` tasks follow it; without a chief, worker 0 is the chief.
+    """
+    if _check_strategy(strategy) != "multiworker":
+        return Worker()
+    text = (os.environ if environ is None else environ).get("TF_CONFIG")
+    if not text:
+        raise UsageError(
+            "--strategy multiworker needs TF_CONFIG: the cluster and this process's task, as "
+            'in {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}}'
+        )
+    try:
+        tf_config = json.loads(text)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        kind, index = str(task["type"]), int(task["index"])
+        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise UsageError(f"TF_CONFIG is not a cluster and a task: {exc!r}") from exc
+    tasks = {"chief": chiefs, "worker": workers}.get(kind)
+    if tasks is None or not 0 <= index < len(tasks) or len(chiefs) > 1:
+        raise UsageError(
+            f"TF_CONFIG's task {kind} {index} is not one of its cluster's {len(chiefs)} chief "
+            f"and {len(workers)} worker tasks (at most one chief; no evaluator or ps)"
+        )
+    return Worker(
+        index=index + len(chiefs) if kind == "worker" else 0, count=len(chiefs) + len(workers)
+    )
+
+
+def _check_strategy(name: str) -> str:
+    if name not in STRATEGIES:
+        raise UsageError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return name
+
+
+@contextmanager
+def worker_folder(out: Path, worker: Worker) -> Iterator[Path]:
+    """Where this process writes: the run folder for the chief; for any other worker a
+    temporary folder of its own (under TMPDIR), removed when it is done, failed or not."""
+    if worker.is_chief:
+        out.mkdir(parents=True, exist_ok=True)
+        yield out
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f"toolkit-worker{worker.index}-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_strategy(name: str) -> Any:
+    """The tf.distribute strategy called `name` (see STRATEGIES).
+
+    Under multiworker this waits until every worker of TF_CONFIG's cluster has started it.
+    """
+    import tensorflow as tf
+
+    if _check_strategy(name) == "mirrored":
+        if not tf.config.list_physical_devices("GPU"):
+            log.warning("--strategy mirrored found no GPU: training on the CPU as one replica")
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()  # reads TF_CONFIG itself
+    return tf.distribute.get_strategy()
+
+
 def train_model(
     manifest: pd.DataFrame | None,
     out: Path,
@@ -147,9 +241,11 @@ def train_model(
         options = TrainOptions(
             **{**config["options"], "ratios": tuple(config["options"]["ratios"])}
         )
-    else:
+    worker = read_worker(options.strategy)
+    if not resume:
         if manifest is None:
             raise UsageError("give a validated manifest or a data folder to train on")
+        # every worker looks before make_strategy's barrier, so before the chief writes it
         if (out / RUN_JSON).exists():
             raise UsageError(
                 f"{out} already holds a run; pass --resume to continue it or pick another --out"
@@ -178,6 +274,7 @@ def train_model(
                 f"accepted files are too few for ratios {list(options.ratios)}"
             )
     epochs = options.epochs or recipe.epochs
+    strategy = make_strategy(options.strategy)
     config = {
         "command": command,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -192,68 +289,86 @@ def train_model(
         "input": asdict(spec),
         "labels": labels,
         "split_counts": counts,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "workers": worker.count,
         "profile": profile or {},
         "roots": manifest.attrs.get("roots") or [manifest.attrs.get("root")],
         "versions": _versions(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_manifest(manifest, out)
-        _write_json(out / RUN_JSON, config)
+    with worker_folder(out, worker) as folder:  # the run folder, or this worker's own
+        if resume and not worker.is_chief:
+            _seed_worker_folder(out, folder)
+        if not resume:
+            write_manifest(manifest, folder)
+            _write_json(folder / RUN_JSON, config)
 
-    decoded = {
-        split: decode_rows(
-            manifest[manifest["split"] == split],
-            spec,
+        decoded = {
+            split: decode_rows(
+                manifest[manifest["split"] == split],
+                spec,
+                labels,
+                root=Path(manifest.attrs.get("root") or "."),
+                cache_file=folder / "cache" / f"{split}.npy",
+                memory_bytes=options.memory_bytes,
+                jobs=jobs,
+                progress=progress,
+            )
+            for split in SPLITS
+        }
+        left_out = [p for d in decoded.values() for p in d.problems]
+        if len(decoded["train"]) == 0 or len(decoded["validation"]) == 0:
+            raise TrainingError("no train or validation image could be decoded; see left_out")
+
+        model, history = _fit(
+            decoded,
             labels,
-            root=Path(manifest.attrs.get("root") or "."),
-            cache_file=out / "cache" / f"{split}.npy",
-            memory_bytes=options.memory_bytes,
-            jobs=jobs,
-            progress=progress,
+            recipe,
+            options,
+            epochs,
+            folder,
+            resume,
+            progress,
+            callbacks or [],
+            strategy,
+            worker,
         )
-        for split in SPLITS
-    }
-    left_out = [p for d in decoded.values() for p in d.problems]
-    if len(decoded["train"]) == 0 or len(decoded["validation"]) == 0:
-        raise TrainingError("no train or validation image could be decoded; see left_out")
+        _save_model(model, folder / MODEL_FILE)  # on every worker: saving may read collectively
+        if options.strategy != "default":  # scored outside the strategy, as saved
+            model = _load_model(folder / MODEL_FILE)
 
-    model, history = _fit(
-        decoded, labels, recipe, options, epochs, out, resume, progress, callbacks or []
-    )
-    _save_model(model, out / MODEL_FILE)
+        run = Run(folder, model, labels, spec, config)
+        # calibration: one temperature, fitted on the validation split, applied to every score
+        val = decoded["validation"]
+        config["temperature"] = fit_temperature(
+            val.labels, predict_proba(run, val, calibrated=False)
+        )
+        test = decoded["test"] if len(decoded["test"]) else val
+        scored_split = "test" if len(decoded["test"]) else "validation"
+        raw = predict_proba(run, test, calibrated=False)
+        metrics = {
+            "split": scored_split,
+            **score_predictions(test.labels, apply_temperature(raw, config["temperature"]), labels),
+            "temperature": config["temperature"],
+            "expected_calibration_error_before_temperature": score_predictions(
+                test.labels, raw, labels
+            )["expected_calibration_error"],
+        }
+        diagnosis = diagnose_fit(history)
+        metrics["diagnosis"] = diagnosis
+        _write_json(folder / METRICS_JSON, metrics)
+        _plot(folder, history, metrics, labels, recipe.name)
 
-    run = Run(out, model, labels, spec, config)
-    # calibration: one temperature, fitted on the validation split, applied to every score
-    val = decoded["validation"]
-    config["temperature"] = fit_temperature(val.labels, predict_proba(run, val, calibrated=False))
-    test = decoded["test"] if len(decoded["test"]) else val
-    scored_split = "test" if len(decoded["test"]) else "validation"
-    raw = predict_proba(run, test, calibrated=False)
-    metrics = {
-        "split": scored_split,
-        **score_predictions(test.labels, apply_temperature(raw, config["temperature"]), labels),
-        "temperature": config["temperature"],
-        "expected_calibration_error_before_temperature": score_predictions(
-            test.labels, raw, labels
-        )["expected_calibration_error"],
-    }
-    diagnosis = diagnose_fit(history)
-    metrics["diagnosis"] = diagnosis
-    _write_json(out / METRICS_JSON, metrics)
-    _plot(out, history, metrics, labels, recipe.name)
-
-    shutil.rmtree(out / "cache", ignore_errors=True)
-    seconds = time.perf_counter() - started
-    config.update(
-        status="finished",
-        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        epochs_run=len(history.get("loss", [])),
-        seconds=round(seconds, 1),
-        left_out=[{"path": p, "why": w} for p, w in left_out],
-        diagnosis=diagnosis,
-    )
-    _write_json(out / RUN_JSON, config)
+        shutil.rmtree(folder / "cache", ignore_errors=True)
+        seconds = time.perf_counter() - started
+        config.update(
+            status="finished",
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            epochs_run=len(history.get("loss", [])),
+            seconds=round(seconds, 1),
+            left_out=[{"path": p, "why": w} for p, w in left_out],
+            diagnosis=diagnosis,
+        )
+        _write_json(folder / RUN_JSON, config)
     return TrainResult(out, labels, counts, history, metrics, diagnosis, left_out, seconds)
 
 
@@ -300,16 +415,21 @@ def _fit(
     resume: bool,
     progress: bool,
     extra_callbacks: list[Any],
+    strategy: Any,
+    worker: Worker,
 ) -> tuple[Any, dict[str, list[float]]]:
     import keras
 
     binary = len(labels) == 2
-    model = recipe.build(
-        input_shape=decoded["train"].images.shape[1:],
-        n_classes=len(labels),
-        learning_rate=options.learning_rate or recipe.learning_rate,
-        seed=options.seed,
-    )
+    with strategy.scope():  # variables (weights, optimizer, metrics) live on every replica
+        model = recipe.build(
+            input_shape=decoded["train"].images.shape[1:],
+            n_classes=len(labels),
+            learning_rate=options.learning_rate or recipe.learning_rate,
+            seed=options.seed,
+        )
+    if worker.count > 1:
+        _fit_across_workers(model, strategy)
     train_ds = make_dataset(
         decoded["train"],
         batch_size=options.batch_size,
@@ -360,6 +480,51 @@ def _fit(
     if best.exists():  # the best epoch over the whole run, interruptions included
         model.load_weights(str(best))
     return model, _read_history(history_csv)
+
+
+def _fit_across_workers(model: Any, strategy: Any) -> None:
+    """Work around two Keras 3 bugs that stop fit() across workers (keras-team/keras#20585).
+
+    fit() builds the model from its first batch all-reduced as an (x, y) tuple, which
+    collective reduce rejects: build it from this worker's own batch instead (only its shapes
+    and dtypes are read). And each step's scalar logs are averaged along an axis 0 they lack:
+    give them one. Epoch logs, which early stopping and checkpoints read, come from the
+    metrics' variables summed over every worker, so all workers see the same val_loss.
+    """
+    import keras
+    import tensorflow as tf
+
+    def build(iterator: Any = None, data_batch: Any = None) -> None:
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0], next(batches)
+                )
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def with_axis(step: Any) -> Any:
+        return lambda data: {k: tf.reshape(v, [1]) for k, v in step(data).items()}
+
+    model._maybe_symbolic_build = build
+    model.train_step = with_axis(model.train_step)
+    model.test_step = with_axis(model.test_step)
+
+
+def _seed_worker_folder(out: Path, folder: Path) -> None:
+    """A resumed worker starts from the chief's checkpoints and history, as the chief does:
+    every worker must restore the same epoch and weights, and agree on the best val_loss."""
+    if (out / CHECKPOINTS).is_dir():
+        shutil.copytree(out / CHECKPOINTS, folder / CHECKPOINTS, dirs_exist_ok=True)
+    if (out / HISTORY_CSV).is_file():
+        shutil.copy2(out / HISTORY_CSV, folder / HISTORY_CSV)
+
+
+def _load_model(path: Path) -> Any:
+    import keras
+
+    return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
 def _best_weights_callback(keras: Any, target: Path, best_so_far: float | None) -> Any:
