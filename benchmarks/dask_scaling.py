@@ -2,7 +2,8 @@
 
     python benchmarks/dask_scaling.py --files 100000 --out runs/scaling   # ~15 min on 2 cores
 
-Writes OUT/data (a two-class tree of 32 px JPEGs, 1,000 a folder, 1% exact copies; kept for
+Writes OUT/data (a two-class tree of 32 px JPEGs, 2,000 a folder, every 100th a copy of
+the file before under the other class (a label conflict); kept for
 the next run), then validates it once per engine, each in a fresh process so peak memory is
 its own, and prints (and writes to OUT/scaling.json) files per second, peak resident memory
 of the driver and of each worker, and the seconds of each step. Not part of any test run:
@@ -34,7 +35,8 @@ max_share = 0.05
 
 
 def write_tree(root: Path, n_files: int, seed: int = 0) -> None:
-    """n_files 32x32 JPEGs in happy/ and sad/, 1,000 a folder; every 100th a copy."""
+    """n_files 32x32 JPEGs alternating happy/ and sad/, 2,000 a folder; every 100th a copy
+    of the file before it, so under the other class."""
     from PIL import Image
 
     done = root.with_name(f"{root.name}.complete")
