@@ -228,10 +228,12 @@ def judge_dataset(
 
 
 def _joined(found: dict[int, list[Finding]], index: pd.Index, severity: str) -> pd.Series:
-    out = pd.Series("", index=index, dtype="string")
-    for i, fs in found.items():
-        out[i] = ";".join(sorted({f.rule for f in fs if f.severity == severity}))
-    return out
+    # one array built at once: setting Arrow-backed strings item by item costs 0.1 ms each
+    values = [
+        ";".join(sorted({f.rule for f in found[i] if f.severity == severity})) if i in found else ""
+        for i in index
+    ]
+    return pd.Series(pd.array(values, dtype="string"), index=index)
 
 
 def _kind(rule: Any) -> str:
@@ -264,9 +266,12 @@ def _run_file_rules(frame: pd.DataFrame, rules: list[FileRule]) -> list[tuple[in
         raise RuntimeError(f"a file rule could not run: {broken.iloc[0].to_dict()}")
     out = []
     pairs = cases[["index", "check"]].drop_duplicates()
+    # rows as plain dicts, fetched in one go: frame.loc per finding is ~0.4 ms each
+    flagged = pairs["index"].astype(int).unique()
+    rows = frame.loc[flagged].to_dict("index")
     for index, check in pairs.itertuples(index=False):
         rule = by_name[str(check)]
-        row = frame.loc[int(index)]
+        row = rows[int(index)]
         out.append((int(index), Finding(row["path"], rule.name, rule.severity, rule.detail(row))))
     return out
 
