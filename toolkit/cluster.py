@@ -50,7 +50,7 @@ from toolkit.manifest import (
     normalise_manifest,
 )
 from toolkit.profiles import Profile
-from toolkit.rules import LabelConflict, NearDuplicate
+from toolkit.rules import LabelConflict, NearDuplicate, phash_bands, phash_values
 from toolkit.scan import FileScanner, ScanOptions, list_class_folders, list_entries
 from toolkit.validate import (
     ACCEPTED,
@@ -243,16 +243,12 @@ def _max_distance(profile: Profile) -> int | None:
     return max(distances) if distances else None
 
 
-def _band_rows(part: pd.DataFrame, n_bands: int) -> pd.DataFrame:
+def _band_rows(part: pd.DataFrame, max_distance: int) -> pd.DataFrame:
     """Each hashed row once per band, keyed by (band, the hash's bits in that band)."""
-    width = -(-64 // n_bands)
-    values = np.array([int(h, 16) for h in part["phash"]], dtype=np.uint64)
-    frames = []
-    for band in range(n_bands):
-        shift = np.uint64(band * width)
-        mask = np.uint64((1 << min(width, 64 - band * width)) - 1)
-        keys = ((values >> shift) & mask).astype("int64") + (band << 32)
-        frames.append(part.assign(bucket=keys))
+    bands = phash_bands(phash_values(part["phash"]), max_distance)
+    frames = [
+        part.assign(bucket=keys.astype("int64") + (band << 32)) for band, keys in enumerate(bands)
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -262,7 +258,7 @@ def _near_paths(part: pd.DataFrame, distance: int) -> pd.DataFrame:
     for _, bucket in part.groupby("bucket", sort=False):
         if len(bucket) < 2:
             continue
-        values = np.array([int(h, 16) for h in bucket["phash"]], dtype=np.uint64)
+        values = phash_values(bucket["phash"])
         near = np.bitwise_count(values[:, None] ^ values[None, :]) <= distance
         np.fill_diagonal(near, False)
         hits.update(bucket["path"].to_numpy()[near.any(axis=1)])
@@ -288,7 +284,7 @@ def candidate_paths(ddf: Any, profile: Profile) -> tuple[set[str], int, int]:
         meta = pd.DataFrame(
             {"path": pd.Series(dtype="string"), "phash": pd.Series(dtype="string")}
         ).assign(bucket=pd.Series(dtype="int64"))
-        banded = hashed.map_partitions(_band_rows, distance + 1, meta=meta)
+        banded = hashed.map_partitions(_band_rows, distance, meta=meta)
         # one shuffle: every (band, key) bucket lands whole in one partition
         near = banded.shuffle(on="bucket").map_partitions(
             _near_paths, distance, meta=pd.DataFrame({"path": pd.Series(dtype="string")})
@@ -420,13 +416,14 @@ def _counts(final: Any, class_folders: list[str]) -> DatasetCounts:
     import dask
 
     labelled = final.loc[~final["label"].isna(), ["label", "status"]]
-    by_status, n_files = dask.compute(
-        labelled.groupby(["label", "status"]).size(), final["path"].count()
+    by_status, status_counts, n_files = dask.compute(  # one pass over the partitions
+        labelled.groupby(["label", "status"]).size(),
+        final["status"].value_counts(),
+        final["path"].count(),
     )
     table = by_status.unstack(fill_value=0) if len(by_status) else pd.DataFrame()
     per_label = table.sum(axis=1) if len(table) else pd.Series(dtype="int64")
     accepted = table[ACCEPTED] if ACCEPTED in table else pd.Series(0, index=per_label.index)
-    status_counts = final["status"].value_counts().compute()
     return DatasetCounts(
         n_files=int(n_files),
         n_accepted=int(status_counts.get(ACCEPTED, 0)),

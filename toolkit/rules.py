@@ -17,6 +17,7 @@ profiles (validations/profiles), never here: the values below are only defaults.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -367,6 +368,24 @@ def _gxe() -> Any:
     return expectations()
 
 
+def phash_values(hashes: Iterable[str]) -> np.ndarray:
+    """Hex perceptual hashes as unsigned 64-bit integers."""
+    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+
+
+def phash_bands(values: np.ndarray, max_distance: int) -> list[np.ndarray]:
+    """The hashes cut into max_distance + 1 bands of bits, one key array per band: two hashes
+    within max_distance bits agree on at least one band (pigeonhole)."""
+    n_bands = max_distance + 1
+    width = -(-64 // n_bands)
+    keys = []
+    for band in range(n_bands):
+        shift = np.uint64(band * width)
+        mask = np.uint64((1 << min(width, 64 - band * width)) - 1)
+        keys.append((values >> shift) & mask)
+    return keys
+
+
 def content_groups(manifest: pd.DataFrame, max_phash_distance: int | None) -> pd.Series:
     """Group id per row: same sha256, or (when a distance is given) perceptual hashes that
     differ in at most that many bits, chained. Rows without a hash get <NA>.
@@ -400,13 +419,8 @@ def content_groups(manifest: pd.DataFrame, max_phash_distance: int | None) -> pd
     if max_phash_distance is not None:
         ph = manifest["phash"]
         rows = positions[ph.notna().to_numpy()]
-        values = np.array([int(h, 16) for h in ph.dropna()], dtype=np.uint64)
-        n_bands = max_phash_distance + 1
-        width = -(-64 // n_bands)
-        for band in range(n_bands):
-            shift = np.uint64(band * width)
-            mask = np.uint64((1 << min(width, 64 - band * width)) - 1)
-            keys = (values >> shift) & mask
+        values = phash_values(ph.dropna())
+        for keys in phash_bands(values, max_phash_distance):
             order = np.argsort(keys, kind="stable")
             sorted_keys = keys[order]
             starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
