@@ -21,6 +21,7 @@ from toolkit.pipeline import (
     load_image,
     make_dataset,
     member_path,
+    resize_square,
     split_manifest,
 )
 
@@ -225,6 +226,27 @@ def test_a_jpeg_face_crop_survives_reduced_scale_decoding(tmp_path: Path) -> Non
     row = pd.Series({"face_x": 100, "face_y": 600, "face_w": 100, "face_h": 100})
     spec = InputSpec(size=16, channels=1, crop_faces=True, face_margin=0.0)
     assert load_image(tmp_path / "big.jpg", spec, row=row).mean() > 200
+
+
+def _stripes(side: int) -> np.ndarray:
+    pixels = np.zeros((side, side), dtype=np.uint8)
+    pixels[:, ::2] = 255  # one-pixel black and white columns: pure aliasing bait
+    return pixels
+
+
+@pytest.mark.parametrize("side", [300, 900])  # a fraction, and a whole factor then a fraction
+def test_shrinking_averages_instead_of_sampling(side: int) -> None:
+    out = resize_square(_stripes(side), 256)
+    assert out.shape == (256, 256)
+    # sampling keeps near-black and near-white columns (std ~73); averaging greys them out
+    assert out.std() < 62 and out.min() > 30 and out.max() < 225
+
+
+def test_enlarging_keeps_the_pictures_range_and_channels() -> None:
+    rgb = np.stack([_stripes(40)] * 3, axis=-1)
+    out = resize_square(rgb, 96)
+    assert out.shape == (96, 96, 3) and out.dtype == np.uint8
+    assert out.min() < 20 and out.max() > 235  # bilinear: no blur beyond the neighbours
 
 
 @pytest.mark.parametrize(
