@@ -161,3 +161,40 @@ def test_bad_root_is_a_usage_error(tmp_path: Path, make: str) -> None:
 )  # fmt: skip
 def test_sniff_format(head: bytes, expected: str) -> None:
     assert sniff_format(head) == expected
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def test_face_boxes_are_in_the_files_own_pixels_at_any_size(tmp_path: Path) -> None:
+    """The detector sees a copy of 96-288 px (JPEGs decoded at a reduced DCT scale); the
+    box it finds must come back in the stored file's pixels, for big and small files."""
+    from PIL import Image
+
+    from toolkit.demo import write_demo_data
+
+    demo = tmp_path / "demo"
+    write_demo_data(demo, n_per_class=6)
+    found = scan_folder(demo, jobs=1)
+    found = found[(found["n_faces"] >= 1) & (found["detected_format"] == "jpeg")]
+    assert len(found) >= 2, "the demo faces are drawn for the Haar cascade to find"
+    row = found.iloc[0]
+    box = tuple(float(row[k]) for k in ("face_x", "face_y", "face_w", "face_h"))
+    picture = Image.open(demo / row["path"]).convert("RGB")
+    sized = tmp_path / "sized" / "happy"
+    sized.mkdir(parents=True)
+    for k in (4.0, 0.5):  # 1,000+ px (decoded at 1/4 scale), and upscaled for the detector
+        size = (round(picture.width * k), round(picture.height * k))
+        picture.resize(size, Image.Resampling.LANCZOS).save(sized / f"x{k}.jpg", quality=95)
+    rows = scan_folder(sized.parent, jobs=1).set_index("path")
+    for k in (4.0, 0.5):
+        got = rows.loc[f"happy/x{k}.jpg"]
+        assert got["n_faces"] >= 1, f"no face found at {k}x"
+        expected = tuple(v * k for v in box)
+        found_box = tuple(float(got[c]) for c in ("face_x", "face_y", "face_w", "face_h"))
+        assert _iou(found_box, expected) > 0.6, (k, found_box, expected)
