@@ -321,7 +321,9 @@ def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) 
         img = img.crop(box)
     if orientation in _UPRIGHT:
         img = img.transpose(Image.Transpose(_UPRIGHT[orientation]))
-    img = img.convert("L" if spec.channels == 1 else "RGB")
+    mode = "L" if spec.channels == 1 else "RGB"
+    if img.mode != mode:  # convert() to the same mode would still copy every pixel
+        img = img.convert(mode)
     return resize_square(np.asarray(img, dtype=np.uint8), spec.size).reshape(spec.shape)
 
 
