@@ -16,7 +16,7 @@ from PIL import Image
 
 from toolkit.cli import main
 from toolkit.errors import UsageError
-from toolkit.evaluate import score_predictions
+from toolkit.evaluate import accuracy_by_face, score_predictions
 from toolkit.manifest import read_manifest
 from toolkit.models import build_cnn, build_seed_cnn, get_recipe
 from toolkit.train import TrainingError, TrainOptions, class_weights, diagnose_fit, train_model
@@ -207,7 +207,9 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
 
-def test_more_than_two_classes_train_a_softmax_model(tmp_path: Path) -> None:
+def test_more_than_two_classes_train_a_softmax_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_learnable_folder(tmp_path / "data", n_per_class=10, classes=3)
     profile = tmp_path / "tiny.toml"
     profile.write_text(TINY_PROFILE, encoding="utf-8")
@@ -217,6 +219,26 @@ def test_more_than_two_classes_train_a_softmax_model(tmp_path: Path) -> None:
     assert metrics["labels"] == ["happy", "neutral", "sad"]
     assert np.asarray(metrics["confusion_matrix"]).shape == (3, 3)
     assert metrics["positive_label"] is None
+    # a face-crop model's evaluation splits its accuracy by whether a face was found
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), str(data), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    groups = scores["by_face"]
+    assert groups["face_found"]["n"] + groups["no_face"]["n"] == scores["n_scored"] == 30
+    assert main(["evaluate", str(tmp_path / "run"), str(data)]) == 0
+    assert "accuracy, no face" in capsys.readouterr().out
+
+
+def test_accuracy_is_split_by_whether_a_face_was_found() -> None:
+    y = np.array([0, 1, 0, 1, 1])
+    proba = np.array([0.2, 0.9, 0.8, 0.1, 0.6])
+    groups = accuracy_by_face(y, proba, np.array([True, True, False, False, False]))
+    assert groups["face_found"] == {"n": 2, "accuracy": 1.0}
+    assert groups["no_face"]["n"] == 3 and groups["no_face"]["accuracy"] == pytest.approx(1 / 3)
+    softmax = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    groups = accuracy_by_face(np.array([0, 1]), softmax, np.array([True, True]))
+    assert groups["face_found"] == {"n": 2, "accuracy": 0.5}
+    assert groups["no_face"] == {"n": 0, "accuracy": None}
 
 
 def test_several_roots_merge_their_classes_by_name(tmp_path: Path) -> None:

@@ -300,6 +300,9 @@ def evaluate(
         value = scores[key]
         typer.echo(f"  {key:<28}{'n/a' if value is None else f'{value:.3f}'}")
     typer.echo(f"  confusion matrix (rows true {scores['labels']}): {scores['confusion_matrix']}")
+    for key, group in scores.get("by_face", {}).items():
+        right = "n/a" if group["accuracy"] is None else f"{group['accuracy']:.3f}"
+        typer.echo(f"  accuracy, {key.replace('_', ' '):<18}{right} ({group['n']:,} files)")
 
 
 @app.command()

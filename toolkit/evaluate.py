@@ -94,6 +94,22 @@ def predict_proba(
     return proba if temperature is None else apply_temperature(proba, float(temperature))
 
 
+def accuracy_by_face(
+    y_true: np.ndarray, proba: np.ndarray, has_face: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Accuracy where the scan found a face and where it did not: a face-crop model sees
+    the whole image in the second group, which is where its errors tend to be."""
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = (proba > 0.5).astype(int) if proba.ndim == 1 else np.asarray(proba).argmax(axis=1)
+    has_face = np.asarray(has_face, dtype=bool)
+    out: dict[str, dict[str, Any]] = {}
+    for key, mask in (("face_found", has_face), ("no_face", ~has_face)):
+        n = int(mask.sum())
+        right = float(np.mean(y_pred[mask] == y_true[mask])) if n else None
+        out[key] = {"n": n, "accuracy": right}
+    return out
+
+
 #: Probabilities are kept this far from 0 and 1 before taking logits.
 _EPS = 1e-7
 
@@ -248,6 +264,9 @@ def evaluate_run(
     decoded = decode_rows(known, run.spec, run.labels, jobs=jobs, progress=progress)
     proba = predict_proba(run, decoded)
     scores = score_predictions(decoded.labels, proba, run.labels)
+    if run.spec.crop_faces:
+        faces = known["n_faces"].fillna(0).to_numpy() > 0
+        scores["by_face"] = accuracy_by_face(decoded.labels, proba, faces[decoded.kept])
     return {
         "run": str(folder),
         "data": [str(p) for p in data],

@@ -69,6 +69,7 @@ class DecodedImages:
     labels: np.ndarray  # (n,) int32 index into the class list
     paths: list[str]
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    kept: list[int] | None = None  # positions of the decoded images among the rows given
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -232,6 +233,7 @@ def decode_rows(
         labels=label_ids[keep],
         paths=[path_list[i] for i in keep],
         problems=[(path_list[i], why) for i, why in sorted(problems.items())],
+        kept=keep,
     )
 
 
