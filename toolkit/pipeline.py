@@ -330,8 +330,9 @@ def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) 
 
 
 def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
-    """(h, w[, c]) uint8 -> (size, size[, c]): area averaging when shrinking (first by a
-    whole-number factor, OpenCV's fast path), bilinear when enlarging.
+    """(h, w[, c]) uint8 -> (size, size[, c]): averaged down by a whole-number factor while
+    the image is at least twice the output (an antialiasing box filter, OpenCV's fast
+    path), then bilinear, which over less than a factor of two samples every input pixel.
 
     OpenCV's resize runs outside the GIL; Pillow's BILINEAR, which filters each output pixel
     over its whole footprint, cost 2-3x as much per image and held the decode threads back.
@@ -344,10 +345,7 @@ def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
         pixels = cv2.resize(
             pixels, (width // factor, height // factor), interpolation=cv2.INTER_AREA
         )
-    shrinking = min(pixels.shape[:2]) > size
-    return cv2.resize(
-        pixels, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    )
+    return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def make_dataset(
