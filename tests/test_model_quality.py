@@ -1,17 +1,22 @@
 """Model quality: our default model against the tutorial's, on pictures neither has seen.
 
-The CI version trains both on one synthetic demo set and scores both on another drawn with
-a different seed (different faces, positions, colours, formats), so it holds on a clean
-clone. What each change does on the real sets is in docs/model-quality.md.
+The CI version of issue 5's check (`tox -e slow`): both models are trained on the same
+1,200 FER2013 train faces and scored on 600 FER2013 test faces neither saw. It skips, saying
+why, where ../shared/datasets is absent (a fresh clone). The full run on the real sets,
+with the issue's floors, is tests/test_real_model_quality.py (`tox -e model-quality`).
+
+It used to train on the synthetic demo set: there both models sat near chance (the default
+at 49-65%, the tutorial's at 47-50%, moving with the CPU), so it could not tell them apart.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import shared_dataset
 
-from toolkit.demo import write_demo_data
 from toolkit.evaluate import evaluate_run
 from toolkit.profiles import load_profile
 from toolkit.scan import scan_folder
@@ -21,29 +26,35 @@ from toolkit.validate import validate_manifest
 pytestmark = pytest.mark.slow
 
 
+def _sample(source: Path, into: Path, per_class: int) -> Path:
+    """Copy the first `per_class` files of each class (sorted by name) into a new folder."""
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        (into / folder.name).mkdir(parents=True)
+        for path in sorted(folder.iterdir())[:per_class]:
+            shutil.copyfile(path, into / folder.name / path.name)
+    return into
+
+
 def _train(data: Path, out: Path, model: str, epochs: int) -> None:
-    checked = validate_manifest(scan_folder(data), load_profile("tutorial")).manifest
+    checked = validate_manifest(scan_folder(data), load_profile("small-faces")).manifest
     checked["root"] = str(data.resolve())
     train_model(
         merge_manifests([checked]),
         out,
         TrainOptions(model=model, epochs=epochs),
-        profile=load_profile("tutorial").as_dict(),
+        profile=load_profile("small-faces").as_dict(),
     )
 
 
-def test_the_default_model_beats_the_tutorials_on_unseen_demo_faces(tmp_path: Path) -> None:
-    # Measured on 120 unseen faces, same code and package versions, two 2-core machines:
-    # seed 47.4% / default 64.9% on one; seed 47.4% (AUC 0.54) / default 52.6% (AUC 0.59) on
-    # another (TensorFlow's CPU kernels differ by CPU, and one seeded run moves with them). So
-    # the CI version asserts what issue 5 asks of it, that the default model beats the
-    # tutorial's on the same data, not a fixed margin; the floors are on the real sets.
-    train_set = write_demo_data(tmp_path / "train", n_per_class=200, seed=0).root
-    unseen = write_demo_data(tmp_path / "unseen", n_per_class=60, seed=1).root
-    _train(train_set, tmp_path / "seed", "seed", epochs=15)
-    _train(train_set, tmp_path / "default", "default", epochs=40)
+def test_the_default_model_beats_the_tutorials_on_unseen_faces(tmp_path: Path) -> None:
+    train_set = _sample(shared_dataset("fer2013/train"), tmp_path / "train", per_class=600)
+    unseen = _sample(shared_dataset("fer2013/test"), tmp_path / "unseen", per_class=300)
+    _train(train_set, tmp_path / "seed", "seed", epochs=6)
+    _train(train_set, tmp_path / "default", "default", epochs=20)
     seed = evaluate_run(tmp_path / "seed", [unseen])
     default = evaluate_run(tmp_path / "default", [unseen])
-    assert seed["n_scored"] == default["n_scored"] > 100
+    print(f"\nunseen FER2013 test faces: seed {seed['accuracy']:.3f} (AUC {seed['roc_auc']:.3f}), "
+          f"default {default['accuracy']:.3f} (AUC {default['roc_auc']:.3f})")  # fmt: skip
+    assert seed["n_scored"] == default["n_scored"] >= 590
     assert default["accuracy"] > seed["accuracy"]
-    assert default["roc_auc"] > seed["roc_auc"] and default["roc_auc"] > 0.5
+    assert default["roc_auc"] > seed["roc_auc"] and default["roc_auc"] > 0.7
