@@ -94,13 +94,19 @@ def predict_proba(
     return proba if temperature is None else apply_temperature(proba, float(temperature))
 
 
+def predicted_ids(proba: np.ndarray) -> np.ndarray:
+    """Class index per image: labels[1] above 0.5 for two classes, else the most probable."""
+    full = np.stack([1 - proba, proba], axis=1) if proba.ndim == 1 else np.asarray(proba)
+    return full.argmax(axis=1) if len(full) else np.zeros(0, dtype=int)
+
+
 def accuracy_by_face(
     y_true: np.ndarray, proba: np.ndarray, has_face: np.ndarray
 ) -> dict[str, dict[str, Any]]:
     """Accuracy where the scan found a face and where it did not: a face-crop model sees
     the whole image in the second group, which is where its errors tend to be."""
     y_true = np.asarray(y_true, dtype=int)
-    y_pred = (proba > 0.5).astype(int) if proba.ndim == 1 else np.asarray(proba).argmax(axis=1)
+    y_pred = predicted_ids(proba)
     has_face = np.asarray(has_face, dtype=bool)
     out: dict[str, dict[str, Any]] = {}
     for key, mask in (("face_found", has_face), ("no_face", ~has_face)):
@@ -154,7 +160,7 @@ def score_predictions(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) 
     y_true = np.asarray(y_true, dtype=int)
     binary = proba.ndim == 1
     full = np.stack([1 - proba, proba], axis=1) if binary else np.asarray(proba)
-    y_pred = full.argmax(axis=1) if len(full) else np.zeros(0, dtype=int)
+    y_pred = predicted_ids(proba)
     ids = list(range(len(labels)))
     average = "binary" if binary else "macro"
     kw: dict[str, Any] = {"labels": ids, "zero_division": 0}
