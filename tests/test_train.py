@@ -16,7 +16,7 @@ from PIL import Image
 
 from toolkit.cli import main
 from toolkit.errors import UsageError
-from toolkit.evaluate import accuracy_by_face, score_predictions
+from toolkit.evaluate import accuracy_by_face, predicted_ids, score_predictions
 from toolkit.manifest import read_manifest
 from toolkit.models import build_cnn, build_seed_cnn, get_recipe
 from toolkit.train import TrainingError, TrainOptions, class_weights, diagnose_fit, train_model
@@ -167,6 +167,19 @@ def test_predict_json_keeps_order_and_exits_zero_when_all_succeed(
     assert [i["path"] for i in items] == [str(f) for f in files]
     assert all(i["label"] == "sad" and 0.5 <= i["probability"] <= 1 for i in items)
     assert all(i["error"] is None for i in items)
+
+
+def test_predict_and_evaluate_choose_the_same_class_at_a_tie(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import toolkit.predict
+
+    assert predicted_ids(np.array([0.5, 0.50001, 0.2])).tolist() == [0, 1, 0]
+    monkeypatch.setattr(toolkit.predict, "predict_proba", lambda run, batch: np.array([0.5]))
+    [answer] = toolkit.predict.predict_files(
+        trained["run"], [trained["data"] / "sad" / "sad_000.png"]
+    )
+    assert (answer.label, answer.probability) == ("happy", 0.5)  # labels[0], as evaluate
 
 
 def test_a_second_train_into_a_finished_run_is_refused(

@@ -96,8 +96,17 @@ def predict_proba(
 
 def predicted_ids(proba: np.ndarray) -> np.ndarray:
     """Class index per image: labels[1] above 0.5 for two classes, else the most probable."""
+    return predicted_classes(proba)[0]
+
+
+def predicted_classes(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class index per image and its probability; a tie goes to the first label (argmax),
+    the same rule for evaluate's scores and predict's answers."""
     full = np.stack([1 - proba, proba], axis=1) if proba.ndim == 1 else np.asarray(proba)
-    return full.argmax(axis=1) if len(full) else np.zeros(0, dtype=int)
+    if not len(full):
+        return np.zeros(0, dtype=int), np.zeros(0)
+    ids = full.argmax(axis=1)
+    return ids, full[np.arange(len(full)), ids]
 
 
 def accuracy_by_face(

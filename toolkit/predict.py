@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit.evaluate import Run, load_run, predict_proba
+from toolkit.evaluate import Run, load_run, predict_proba, predicted_classes
 from toolkit.pipeline import DecodedImages, ImageProblem, load_image
 from toolkit.scan import FileScanner, ScanOptions
 
@@ -62,14 +62,9 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
             labels=np.zeros(len(arrays), dtype=np.int32),
             paths=[str(paths[i]) for i in slots],
         )
-        proba = predict_proba(run, batch)
-        for slot, p in zip(slots, proba, strict=True):
-            if run.binary:
-                k, conf = (1, float(p)) if p >= 0.5 else (0, 1.0 - float(p))
-            else:
-                k = int(np.argmax(p))
-                conf = float(p[k])
-            results[slot] = Prediction(str(paths[slot]), run.labels[k], round(conf, 6))
+        ids, confidences = predicted_classes(predict_proba(run, batch))
+        for slot, k, conf in zip(slots, ids, confidences, strict=True):
+            results[slot] = Prediction(str(paths[slot]), run.labels[k], round(float(conf), 6))
     return [r for r in results if r is not None]
 
 
