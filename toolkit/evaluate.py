@@ -168,8 +168,7 @@ def score_predictions(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) 
 
     y_true = np.asarray(y_true, dtype=int)
     binary = proba.ndim == 1
-    full = np.stack([1 - proba, proba], axis=1) if binary else np.asarray(proba)
-    y_pred = predicted_ids(proba)
+    y_pred, confidence = predicted_classes(proba)
     ids = list(range(len(labels)))
     average = "binary" if binary else "macro"
     kw: dict[str, Any] = {"labels": ids, "zero_division": 0}
@@ -188,9 +187,10 @@ def score_predictions(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) 
         roc_auc = float(metrics.roc_auc_score(y_true, proba))
     else:
         roc_auc = float(
-            metrics.roc_auc_score(y_true, full, multi_class="ovr", average="macro", labels=ids)
+            metrics.roc_auc_score(
+                y_true, np.asarray(proba), multi_class="ovr", average="macro", labels=ids
+            )
         )
-    confidence = full.max(axis=1) if len(full) else np.zeros(0)
     calibration = _calibration(confidence, y_pred == y_true)
     return {
         "n_scored": len(y_true),
