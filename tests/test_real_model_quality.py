@@ -61,7 +61,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "fer_ece": fer["expected_calibration_error"],
     }
     print(f"\nmodel quality (issue 5): {json.dumps(summary)}")
-    return {"run": out, "web": web, "fer": fer, "minutes": minutes}
+    return {"run": out, "web": web, "fer": fer}
 
 
 def test_the_default_model_beats_the_tutorial_on_sets_it_never_saw(scored: dict) -> None:
