@@ -340,6 +340,18 @@ def test_the_default_model_is_small_and_pools_globally() -> None:
     assert get_recipe("default").input.crop_faces
 
 
+def _first_block_side(model) -> int:
+    first = next(layer for layer in model.layers if type(layer).__name__ == "SeparableConv2D")
+    return int(first.input.shape[1])
+
+
+def test_the_default_model_pools_after_its_stride_2_stem() -> None:
+    # the blocks start at a quarter of the input side: a third of the training step's cost
+    # at the same accuracy (docs/model-quality.md, run 14)
+    assert _first_block_side(build_cnn((48, 48, 3))) == 12
+    assert _first_block_side(build_cnn((48, 48, 3), stem_pool=False)) == 24
+
+
 def test_unknown_recipe_names_the_choices() -> None:
     with pytest.raises(UsageError, match="default, seed"):
         get_recipe("vgg")
