@@ -347,7 +347,7 @@ def _first_block_side(model) -> int:
 
 def test_the_default_model_pools_after_its_stride_2_stem() -> None:
     # the blocks start at a quarter of the input side: a third of the training step's cost
-    # at the same accuracy (docs/model-quality.md, run 14)
+    # (docs/model-quality.md, runs 14-17)
     assert _first_block_side(build_cnn((48, 48, 3))) == 12
     assert _first_block_side(build_cnn((48, 48, 3), stem_pool=False)) == 24
 
