@@ -75,7 +75,7 @@ def build_cnn(
     augment: bool = True,
     bn_momentum: float = 0.9,
     stem_strides: int = 2,
-    stem_pool: bool = True,
+    stem_pool: bool = False,
     separable: bool = True,
 ) -> Any:
     """Our CNN: augmentation, a conv stem, residual separable blocks (BN, relu), global
@@ -98,10 +98,10 @@ def build_cnn(
             ],
             name="augment",
         )(x)
-    # a strided stem, then (ResNet's) a 3x3 max-pool: the blocks start at a quarter of the
-    # input's side. Most of a step's cost was the first block at half the side; pooling
-    # first made the step 2-3x cheaper, at the same web accuracy and FER2013 0-2 points
-    # lower over two seeds (docs/model-quality.md, runs 14-17)
+    # a strided stem: the blocks start at half the input's side. ResNet's 3x3 max-pool after
+    # it (`stem_pool`, blocks from a quarter of the side) made a step 2-3x cheaper but cost
+    # 1.8 points on FER2013 test and 1 on the web set over three seeds, missing the web
+    # target once (docs/model-quality.md, runs 14-21): measured, not adopted
     x = layers.Conv2D(widths[0], 3, strides=stem_strides, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization(momentum=bn_momentum)(x)
     x = layers.Activation("relu")(x)
