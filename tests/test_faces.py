@@ -1,0 +1,152 @@
+"""The face detector: BlazeFace through OpenCV's dnn, boxes in the image's own pixels."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from toolkit.demo import write_demo_data
+from toolkit.faces import MIN_SCORE, MODEL_FILE, FaceDetector, anchor_centres
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def face_picture(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """A demo photo (RGB) in which the detector finds exactly one face."""
+    demo = write_demo_data(tmp_path_factory.mktemp("demo") / "demo", n_per_class=4)
+    found = FaceDetector()
+    planted = {rel for rels in demo.defects.values() for rel in rels}
+    for path in sorted(demo.root.rglob("*.jpg")):
+        rel = path.relative_to(demo.root).as_posix()
+        if rel in planted:
+            continue
+        try:
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        except OSError:
+            continue
+        if len(found.detect(rgb)) == 1 and min(rgb.shape[:2]) >= 200:
+            return rgb
+    raise AssertionError("no demo photo with one face found")
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def _box(face) -> tuple[float, ...]:
+    return (face.x, face.y, face.w, face.h)
+
+
+def test_anchors_are_mediapipes_two_grids() -> None:
+    anchors = anchor_centres()
+    assert anchors.shape == (16 * 16 * 2 + 8 * 8 * 6, 2)
+    # 16x16 cells, two anchors each, row by row; then 8x8 cells, six anchors each
+    np.testing.assert_allclose(anchors[0], anchors[1])
+    np.testing.assert_allclose(anchors[0], (1 / 32, 1 / 32))
+    np.testing.assert_allclose(anchors[2], (3 / 32, 1 / 32))
+    np.testing.assert_allclose(anchors[32], (1 / 32, 3 / 32))
+    np.testing.assert_allclose(anchors[512], (1 / 16, 1 / 16))
+    np.testing.assert_allclose(anchors[512 + 6], (3 / 16, 1 / 16))
+    np.testing.assert_allclose(anchors[-1], (15 / 16, 15 / 16))
+
+
+def test_the_model_ships_inside_the_package_and_loads_offline() -> None:
+    assert MODEL_FILE.is_file() and MODEL_FILE.stat().st_size > 100_000
+    assert MODEL_FILE.is_relative_to(ROOT / "toolkit")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["toolkit"]
+    assert any(MODEL_FILE.match(f"toolkit/{p}") for p in patterns), patterns
+    FaceDetector()  # reads the file; nothing is fetched
+
+
+def test_a_drawn_face_is_found_inside_the_image(
+    detector: FaceDetector, face_picture: np.ndarray
+) -> None:
+    (face,) = detector.detect(face_picture)
+    height, width = face_picture.shape[:2]
+    assert face.score >= MIN_SCORE
+    assert face.x >= 0 and face.x + face.w <= width
+    assert face.y >= 0 and face.y + face.h <= height
+    assert face.w >= width / 8, "a box around the face, not a speck"
+
+
+@pytest.mark.parametrize("fill", ["white", "black", "noise"])
+def test_no_face_in_a_picture_without_one(detector: FaceDetector, fill: str) -> None:
+    rng = np.random.default_rng(0)
+    picture = {
+        "white": np.full((240, 320, 3), 255, np.uint8),
+        "black": np.zeros((240, 320, 3), np.uint8),
+        "noise": rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),
+    }[fill]
+    assert detector.detect(picture) == []
+
+
+def test_min_score_is_inclusive(face_picture: np.ndarray) -> None:
+    (face,) = FaceDetector().detect(face_picture)
+    assert len(FaceDetector(min_score=face.score).detect(face_picture)) == 1
+    assert FaceDetector(min_score=np.nextafter(face.score, 1.0)).detect(face_picture) == []
+
+
+@pytest.mark.parametrize("pad", ["left", "top", "both"])
+def test_boxes_come_back_in_the_images_pixels_whatever_its_shape(
+    detector: FaceDetector, face_picture: np.ndarray, pad: str
+) -> None:
+    """The image is letterboxed into the 128 px input; a box must map back through the
+    scale and the offset of either side."""
+    (face,) = detector.detect(face_picture)
+    h, w = face_picture.shape[:2]
+    # small pads: BlazeFace short range is made for faces that fill a good part of the frame
+    dx = w // 4 if pad in ("left", "both") else 0
+    dy = h // 4 if pad in ("top", "both") else 0
+    canvas = np.full((h + dy, w + dx, 3), 255, np.uint8)
+    canvas[dy:, dx:] = face_picture
+    found = detector.detect(canvas)
+    assert found, "the face is still found on a larger canvas"
+    expected = (face.x + dx, face.y + dy, face.w, face.h)
+    assert _iou(_box(found[0]), expected) > 0.6, (found[0], expected)
+
+
+def test_a_face_cut_by_the_border_gets_a_box_clipped_to_the_image(
+    detector: FaceDetector, face_picture: np.ndarray
+) -> None:
+    (face,) = detector.detect(face_picture)
+    cut = face_picture[:, face.x + face.w // 3 :]  # a third of the face is off the left edge
+    found = detector.detect(cut)
+    if not found:
+        pytest.skip("the half face is not found at this crop")
+    box = found[0]
+    assert box.x >= 0 and box.y >= 0
+    assert box.x + box.w <= cut.shape[1] and box.y + box.h <= cut.shape[0]
+
+
+def test_two_faces_are_two_boxes_largest_first(
+    detector: FaceDetector, face_picture: np.ndarray
+) -> None:
+    (face,) = detector.detect(face_picture)
+    # a portrait: the face with half its size around it, then a copy at 0.8x beside it
+    x0, y0 = max(0, face.x - face.w // 2), max(0, face.y - face.h // 2)
+    portrait = face_picture[y0 : face.y + face.h * 3 // 2, x0 : face.x + face.w * 3 // 2]
+    h, w = portrait.shape[:2]
+    small = np.asarray(Image.fromarray(portrait).resize((w * 4 // 5, h * 4 // 5)))
+    canvas = np.full((h, w + small.shape[1], 3), 255, np.uint8)
+    canvas[:, :w] = portrait
+    canvas[: small.shape[0], w:] = small
+    found = detector.detect(canvas)
+    assert len(found) == 2
+    assert found[0].w * found[0].h > found[1].w * found[1].h
+    assert found[0].x < w <= found[1].x
