@@ -50,7 +50,7 @@ class Limit:
 #: stage twice as slow) still fails it.
 LIMITS: dict[str, Limit] = {
     # toolkit validate files/s / the tutorial's clean-up loop files/s
-    "validate_vs_tutorial": Limit("floor", 1.5, 0.04),
+    "validate_vs_tutorial": Limit("floor", 1.5, 0.15),
     # our tf.data pipeline images/s / image_dataset_from_directory + x/255 images/s
     "pipeline_first_epoch": Limit("floor", 1.0, 0.25),
     "pipeline_cached_epoch": Limit("floor", 10.0, 2.0),
@@ -71,9 +71,9 @@ LIMITS: dict[str, Limit] = {
 #: it is met the run fails until the entry is removed. The quick run's floors are not affected.
 KNOWN_MISSES: dict[str, str] = {
     "validate_vs_tutorial": (
-        "the Haar face pass alone costs 17-40 ms a file on one core (CPU-dependent), more than "
-        "the tutorial's whole loop (cv2.imread + imghdr, 1-9 ms a file); without it the same "
-        "command runs at 1.0-1.1x the loop"
+        "the face pass (BlazeFace through cv2.dnn, 3-4 ms a file on one core, most of it the "
+        "network's convolutions) comes on top of work that alone runs at 0.96-1.03x the "
+        "tutorial's loop (decode check, hashes, a fixed 0.5-1 s per command): 0.55-0.71x"
     ),
     "pipeline_first_epoch": (
         "both sides spend most of the epoch in libjpeg-turbo decoding the same bytes at the "

@@ -9,13 +9,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image, UnidentifiedImageError
 
 from toolkit.demo import CLASSES, DEFECT_KINDS, SMALL_FILE_BYTES, DemoData, write_demo_data
 from toolkit.errors import DataRootError
+from toolkit.faces import FaceDetector
 
 # The kinds whose files are not clean images (small files are clean, just small).
 UNCLEAN_KINDS = ("png_named_jpg", "svg", "text_named_jpg", "truncated_jpeg", "label_conflict")
@@ -233,18 +233,16 @@ def test_format_size_and_colour_do_not_give_the_class_away(demo: DemoData) -> No
     assert abs(statistics.mean(greys[happy]) - statistics.mean(greys[sad])) < 10
 
 
-def test_haar_cascade_finds_a_face_in_most_images_of_both_classes(demo: DemoData) -> None:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+def test_the_scans_face_detector_finds_a_face_in_most_images_of_both_classes(
+    demo: DemoData,
+) -> None:
+    detector = FaceDetector()
     rates = {}
     for label, rels in clean_images(demo).items():
         found = 0
         for rel in rels:
             with Image.open(demo.root / rel) as image:
-                grey = np.asarray(image.convert("L"))
-            faces = cascade.detectMultiScale(
-                grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24)
-            )
-            found += len(faces) > 0
+                found += len(detector.detect(np.asarray(image.convert("RGB")))) > 0
         rates[label] = found / len(rels)
     assert min(rates.values()) >= MIN_FACE_RATE, rates
     assert max(rates.values()) - min(rates.values()) <= MAX_FACE_RATE_GAP, rates

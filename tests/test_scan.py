@@ -182,18 +182,21 @@ def test_face_boxes_are_in_the_files_own_pixels_at_any_size(tmp_path: Path) -> N
     write_demo_data(demo, n_per_class=6)
     found = scan_folder(demo, jobs=1)
     found = found[(found["n_faces"] >= 1) & (found["detected_format"] == "jpeg")]
-    assert len(found) >= 2, "the demo faces are drawn for the Haar cascade to find"
+    assert len(found) >= 2, "the demo faces are drawn for a face detector to find"
     row = found.iloc[0]
     box = tuple(float(row[k]) for k in ("face_x", "face_y", "face_w", "face_h"))
     picture = Image.open(demo / row["path"]).convert("RGB")
     sized = tmp_path / "sized" / "happy"
     sized.mkdir(parents=True)
-    for k in (4.0, 0.5):  # 1,000+ px (decoded at 1/4 scale), and upscaled for the detector
+    # 1,000+ px (a JPEG decoded at 1/4 scale; a PNG box-filtered before the detector),
+    # and a small JPEG
+    cases = {"x4.0.jpg": 4.0, "x4.0.png": 4.0, "x0.5.jpg": 0.5}
+    for name, k in cases.items():
         size = (round(picture.width * k), round(picture.height * k))
-        picture.resize(size, Image.Resampling.LANCZOS).save(sized / f"x{k}.jpg", quality=95)
+        picture.resize(size, Image.Resampling.LANCZOS).save(sized / name, quality=95)
     rows = scan_folder(sized.parent, jobs=1).set_index("path")
-    for k in (4.0, 0.5):
-        got = rows.loc[f"happy/x{k}.jpg"]
+    for name, k in cases.items():
+        got = rows.loc[f"happy/{name}"]
         assert got["n_faces"] >= 1, f"no face found at {k}x"
         expected = tuple(v * k for v in box)
         found_box = tuple(float(got[c]) for c in ("face_x", "face_y", "face_w", "face_h"))

@@ -45,7 +45,8 @@ JobsOpt = Annotated[
     int | None, typer.Option("--jobs", "-j", min=1, help="Processes to scan with [all cores].")
 ]
 FacesOpt = Annotated[
-    bool, typer.Option("--faces/--no-faces", help="Count faces with OpenCV's Haar cascade.")
+    bool,
+    typer.Option("--faces/--no-faces", help="Find faces (BlazeFace, run by OpenCV's dnn module)."),
 ]
 
 

@@ -42,7 +42,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "is_decodable": ("boolean", "the whole image decoded without error"),
     "decode_error": ("string", "the decoder's error text when it did not"),
     "phash": ("string", "64-bit DCT perceptual hash, hex (near duplicates)"),
-    "n_faces": ("Int64", "frontal faces found by OpenCV's Haar cascade"),
+    "n_faces": ("Int64", "faces found by the scan's detector (BlazeFace, toolkit.faces)"),
     "face_x": ("Int64", "largest face's box in the file's pixels: left"),
     "face_y": ("Int64", "... top"),
     "face_w": ("Int64", "... width"),

@@ -342,20 +342,20 @@ class NotAnimated(FileRule):
 @register
 @dataclass(frozen=True)
 class HasFace(FileRule):
-    """A happy/sad photo should show a face; OpenCV's Haar cascade looks for one."""
+    """A happy/sad photo should show a face; the scan's detector (BlazeFace) looks for one."""
 
     name: ClassVar[str] = "has_face"
     severity: str = "warning"
 
     @property
     def rule(self) -> str:
-        return "at least one frontal face found (OpenCV Haar cascade)"
+        return "at least one face found (BlazeFace face detector)"
 
     def violations(self, manifest: pd.DataFrame) -> pd.Series:
         return (_decodable(manifest) & (manifest["n_faces"] < 1)).fillna(False).astype(bool)
 
     def detail(self, row: pd.Series) -> str:
-        return "no frontal face found"
+        return "no face found"
 
 
 # --------------------------------------------------------------------------------------

@@ -17,16 +17,18 @@ import stat
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from toolkit.errors import DataRootError
+from toolkit.faces import INPUT_PX, FaceDetector
 from toolkit.images import flatten
 from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows
 
@@ -37,17 +39,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_DECODE_PIXELS = 100_000_000
 #: Files larger than this are hashed in chunks and never held in memory whole.
 READ_WHOLE_BYTES = 64 * 1024 * 1024
-#: Face detection and the perceptual hash run on a grey copy whose longer side is at most
-#: this many pixels ...
+#: The perceptual hash runs on a grey copy whose longer side is at most this many pixels
+#: (it shrinks to 32x32 anyway) ...
 FACE_MAX_SIDE_PX = 288
-#: ... and whose shorter side is at least this many (48 px faces are upscaled to be seen).
-#: Measured on renotte + FER2013: 288/96 px finds 45%/62% of images with a face at
-#: ~13 ms an image on the Xeon VM (36-39 ms on the EPYC); 480/144 px finds 50%/63% at 32 ms.
+#: ... and whose shorter side is at least this many. (The names date from the Haar cascade,
+#: which searched this copy; the face detector now letterboxes the colour image into its
+#: own 128 px input, `toolkit.faces`.)
 FACE_MIN_SIDE_PX = 96
-#: JPEGs are decoded straight to grey at the smallest DCT scale (libjpeg's 1/2 to 1/8) that
-#: still covers the face copy: every byte is still decoded (the decode check), but without
-#: the full-size inverse DCT and colour conversion. 1.3-1.5x faster than decoding at 512 px
-#: in colour on the scraped sets.
+#: JPEGs are decoded at the smallest DCT scale (libjpeg's 1/2 to 1/8) that still covers
+#: this side: every byte is still decoded (the decode check), but without the full-size
+#: inverse DCT. 1.3-1.5x faster than decoding at 512 px on the scraped sets.
 DRAFT_SIDE_PX = FACE_MAX_SIDE_PX
 #: Folders with fewer files than this are scanned in-process: starting workers costs more.
 PARALLEL_MIN_FILES = 64
@@ -175,7 +176,14 @@ def _scan_all(root: Path, entries: list[str], jobs: int, options: ScanOptions) -
 
 _WORKER: FileScanner | None = None
 #: What a scan worker imports, preloaded by the forkserver (has effect before it starts).
-_WORKER_MODULES = ["toolkit.scan", "PIL.Image", "PIL.JpegImagePlugin", "imagehash", "cv2"]
+_WORKER_MODULES = [
+    "toolkit.scan",
+    "toolkit.faces",
+    "PIL.Image",
+    "PIL.JpegImagePlugin",
+    "imagehash",
+    "cv2",
+]
 
 
 def _init_worker(root: str, options: ScanOptions) -> None:
@@ -195,7 +203,7 @@ class FileScanner:
         self.root = root
         self.options = options
         self._real_root = os.path.realpath(root)
-        self._faces: Callable[[Any], tuple[int, tuple[int, int, int, int] | None]] | None = None
+        self._faces: FaceDetector | None = None
 
     def scan(self, rel: str) -> dict:
         """Return the manifest row of `rel` (a path relative to the root); never raises."""
@@ -301,58 +309,40 @@ class FileScanner:
                     warnings.simplefilter("ignore")
                     row["exif_orientation"] = _exif_orientation(img)
                     if img.format in ("JPEG", "MPO"):
-                        img.draft("L", (DRAFT_SIDE_PX, DRAFT_SIDE_PX))
+                        img.draft("RGB", (DRAFT_SIDE_PX, DRAFT_SIDE_PX))
                     img.load()
-                    gray = flatten(img).convert("L")
+                    plain = flatten(img)
             except Exception as exc:
                 row["decode_error"] = _decode_error_text(exc, row["detected_format"])
                 return
         row["is_decodable"] = True
-        self._fill_hashes_and_faces(row, gray, width, height)
+        self._fill_hashes_and_faces(row, plain, width, height)
 
-    def _fill_hashes_and_faces(self, row: dict, gray: Any, width: int, height: int) -> None:
+    def _fill_hashes_and_faces(self, row: dict, plain: Any, width: int, height: int) -> None:
         import imagehash
 
+        gray = plain.convert("L")
         small = _face_scale_copy(gray)
         # the hash shrinks to 32x32 anyway: from the small copy unless that was upscaled
         row["phash"] = str(imagehash.phash(small if small.size[0] <= gray.size[0] else gray))
         if not self.options.detect_faces:
             return
         if self._faces is None:
-            self._faces = _make_face_detector()
-        n_faces, box = self._faces(small)
-        row["n_faces"] = n_faces
-        if box is not None:
-            # the detector saw a resized copy: map its box back to the file's own pixels
-            sx, sy = width / small.size[0], height / small.size[1]
-            x, y, w, h = box
-            row["face_x"], row["face_y"] = round(x * sx), round(y * sy)
-            row["face_w"], row["face_h"] = round(w * sx), round(h * sy)
+            import cv2
 
-
-def _make_face_detector() -> Callable[[Any], tuple[int, tuple[int, int, int, int] | None]]:
-    """OpenCV's frontal-face Haar cascade, shipped inside the opencv 4.x wheel."""
-    import cv2
-    import numpy as np
-
-    cascade_path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-    cascade = cv2.CascadeClassifier(cascade_path)
-    if cascade.empty():  # pragma: no cover - only with a broken OpenCV install
-        raise RuntimeError(f"cannot load the face cascade {cascade_path}")
-    cv2.setNumThreads(1)  # the scan parallelises across files, not inside one
-
-    def detect(gray: Any) -> tuple[int, tuple[int, int, int, int] | None]:
-        """Faces in a grey image already at the detector's scale (`_face_scale_copy`);
-        the largest one's box in that image's pixels."""
-        faces = cascade.detectMultiScale(
-            cv2.equalizeHist(np.asarray(gray)), scaleFactor=1.1, minNeighbors=5, minSize=(24, 24)
-        )
-        if len(faces) == 0:
-            return 0, None
-        x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3])
-        return len(faces), (int(x), int(y), int(fw), int(fh))
-
-    return detect
+            cv2.setNumThreads(1)  # the scan parallelises across files, not inside one
+            self._faces = FaceDetector()
+        # the detector sees the decoded copy (DCT-scaled for JPEGs), box-filtered to at
+        # most 4x its input first so that big PNGs are not copied whole: map back to the file
+        factor = max(plain.size) // (4 * INPUT_PX)
+        seen = plain.reduce(factor) if factor > 1 else plain
+        faces = self._faces.detect(np.asarray(seen if seen.mode == "RGB" else seen.convert("RGB")))
+        row["n_faces"] = len(faces)
+        if faces:
+            face = faces[0]
+            sx, sy = width / seen.size[0], height / seen.size[1]
+            row["face_x"], row["face_y"] = round(face.x * sx), round(face.y * sy)
+            row["face_w"], row["face_h"] = round(face.w * sx), round(face.h * sy)
 
 
 def _face_scale_copy(gray: Any) -> Any:
