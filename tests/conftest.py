@@ -33,6 +33,15 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
 @pytest.fixture
 def tiny_profile(tmp_path: Path) -> Path:
     """A profile file (TOML) suited to the 32 px generated images."""

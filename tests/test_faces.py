@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import iou
 from PIL import Image
 
 from toolkit.demo import write_demo_data
@@ -38,14 +39,6 @@ def face_picture(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
         if len(found.detect(rgb)) == 1 and min(rgb.shape[:2]) >= 200:
             return rgb
     raise AssertionError("no demo photo with one face found")
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    return w * h / (aw * ah + bw * bh - w * h)
 
 
 def _box(face) -> tuple[float, ...]:
@@ -118,7 +111,7 @@ def test_boxes_come_back_in_the_images_pixels_whatever_its_shape(
     found = detector.detect(canvas)
     assert found, "the face is still found on a larger canvas"
     expected = (face.x + dx, face.y + dy, face.w, face.h)
-    assert _iou(_box(found[0]), expected) > 0.6, (found[0], expected)
+    assert iou(_box(found[0]), expected) > 0.6, (found[0], expected)
 
 
 def test_a_face_cut_by_the_border_gets_a_box_clipped_to_the_image(

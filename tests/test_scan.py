@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import snapshot
+from conftest import iou, snapshot
 from corpus import HostileCorpus, write_image
 
 from toolkit.errors import DataRootError
@@ -163,17 +163,10 @@ def test_sniff_format(head: bytes, expected: str) -> None:
     assert sniff_format(head) == expected
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    return w * h / (aw * ah + bw * bh - w * h)
-
-
 def test_face_boxes_are_in_the_files_own_pixels_at_any_size(tmp_path: Path) -> None:
-    """The detector sees a copy of 96-288 px (JPEGs decoded at a reduced DCT scale); the
-    box it finds must come back in the stored file's pixels, for big and small files."""
+    """The detector sees a reduced copy (JPEGs decoded at a reduced DCT scale, others
+    box-filtered, then letterboxed to 128 px); the box it finds must come back in the stored
+    file's pixels, for big and small files."""
     from PIL import Image
 
     from toolkit.demo import write_demo_data
@@ -200,4 +193,4 @@ def test_face_boxes_are_in_the_files_own_pixels_at_any_size(tmp_path: Path) -> N
         assert got["n_faces"] >= 1, f"no face found at {k}x"
         expected = tuple(v * k for v in box)
         found_box = tuple(float(got[c]) for c in ("face_x", "face_y", "face_w", "face_h"))
-        assert _iou(found_box, expected) > 0.6, (k, found_box, expected)
+        assert iou(found_box, expected) > 0.6, (k, found_box, expected)
