@@ -81,10 +81,6 @@ KNOWN_MISSES: dict[str, str] = {
         "each file and runs Python per file: 0.86-0.96x; the bare decode and resize in the "
         "same thread pool reach about 0.97x"
     ),
-    "default_vs_seed_accuracy": (
-        "trained on renotte's 117 photos neither model carries to another scraped set (both "
-        "near 60% on mratashnejad); the model-quality work is tracked separately"
-    ),
 }
 
 
@@ -277,7 +273,8 @@ class DataSets:
         self._validated: dict[str, Any] = {}
 
     def get(self, name: str, fallback: str = "demo") -> DataSet:
-        """A shared set (`renotte`, `mratashnejad`; `fallback` where absent) or a generated
+        """A shared set (`renotte`, `mratashnejad`, `fer2013/train`, ...: FER2013 with the
+        `small-faces` profile, the rest with `tutorial`; `fallback` where absent) or a generated
         one: `demo` (the demo set's drawn faces and defects) or `photos` (photo-sized JPEGs)."""
         if name not in self._cache:
             self._cache[name] = self._make(name, fallback)
@@ -297,7 +294,8 @@ class DataSets:
         path = SHARED / name
         if path.is_dir():
             n = sum(1 for _ in _class_files(path))
-            return DataSet(name, path, "tutorial", f"{name} ({n:,} files, shared)")
+            profile = "small-faces" if name.startswith("fer2013") else "tutorial"
+            return DataSet(name, path, profile, f"{name} ({n:,} files, shared)")
         self._results.notes.append(f"{path} is absent: the {fallback} set stands in for it")
         return self.get(fallback)
 
