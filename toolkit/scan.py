@@ -41,15 +41,15 @@ DEFAULT_MAX_DECODE_PIXELS = 100_000_000
 READ_WHOLE_BYTES = 64 * 1024 * 1024
 #: The perceptual hash runs on a grey copy whose longer side is at most this many pixels
 #: (it shrinks to 32x32 anyway) ...
-FACE_MAX_SIDE_PX = 288
-#: ... and whose shorter side is at least this many. (The names date from the Haar cascade,
-#: which searched this copy; the face detector now letterboxes the colour image into its
-#: own 128 px input, `toolkit.faces`.)
-FACE_MIN_SIDE_PX = 96
+PHASH_MAX_SIDE_PX = 288
+#: ... and whose shorter side stays at least this many (a thin image is not squeezed to a
+#: few pixels first); an image already smaller is hashed as it is.
+PHASH_MIN_SIDE_PX = 96
 #: JPEGs are decoded at the smallest DCT scale (libjpeg's 1/2 to 1/8) that still covers
 #: this side: every byte is still decoded (the decode check), but without the full-size
-#: inverse DCT. 1.3-1.5x faster than decoding at 512 px on the scraped sets.
-DRAFT_SIDE_PX = FACE_MAX_SIDE_PX
+#: inverse DCT. 1.3-1.5x faster than decoding at 512 px on the scraped sets. The face
+#: detector then letterboxes this decoded copy into its own 128 px input (`toolkit.faces`).
+DRAFT_SIDE_PX = PHASH_MAX_SIDE_PX
 #: Folders with fewer files than this are scanned in-process: starting workers costs more.
 PARALLEL_MIN_FILES = 64
 
@@ -321,10 +321,7 @@ class FileScanner:
     def _fill_hashes_and_faces(self, row: dict, plain: Any, width: int, height: int) -> None:
         import imagehash
 
-        gray = plain.convert("L")
-        small = _face_scale_copy(gray)
-        # the hash shrinks to 32x32 anyway: from the small copy unless that was upscaled
-        row["phash"] = str(imagehash.phash(small if small.size[0] <= gray.size[0] else gray))
+        row["phash"] = str(imagehash.phash(_phash_copy(plain.convert("L"))))
         if not self.options.detect_faces:
             return
         if self._faces is None:
@@ -345,15 +342,16 @@ class FileScanner:
             row["face_w"], row["face_h"] = round(face.w * sx), round(face.h * sy)
 
 
-def _face_scale_copy(gray: Any) -> Any:
-    """The grey image resized for the face detector: longer side at most FACE_MAX_SIDE_PX,
-    shorter side at least FACE_MIN_SIDE_PX (small faces are upscaled to be seen)."""
+def _phash_copy(gray: Any) -> Any:
+    """The grey image the perceptual hash reads: shrunk so that its longer side is at most
+    PHASH_MAX_SIDE_PX, its shorter side kept at least PHASH_MIN_SIDE_PX; never enlarged."""
     w, h = gray.size
-    scale = min(FACE_MAX_SIDE_PX / max(w, h), 1.0)
-    if min(w, h) * scale < FACE_MIN_SIDE_PX:
-        scale = FACE_MIN_SIDE_PX / min(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return gray.resize(size) if size != (w, h) else gray
+    scale = min(PHASH_MAX_SIDE_PX / max(w, h), 1.0)
+    if min(w, h) * scale < PHASH_MIN_SIDE_PX:
+        scale = PHASH_MIN_SIDE_PX / min(w, h)
+    if scale >= 1.0:
+        return gray
+    return gray.resize((max(1, round(w * scale)), max(1, round(h * scale))))
 
 
 def sniff_format(head: bytes) -> str:
