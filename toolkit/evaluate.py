@@ -58,6 +58,8 @@ def load_run(folder: Path) -> Run:
     """Load a run's model in Keras' safe mode (no code from the file runs) and its config."""
     import keras
 
+    import toolkit.layers  # noqa: F401  (registers the default model's layers)
+
     folder = Path(folder)
     config = read_run_config(folder)
     model_path = folder / MODEL_FILE

@@ -524,6 +524,8 @@ def _seed_worker_folder(out: Path, folder: Path) -> None:
 def _load_model(path: Path) -> Any:
     import keras
 
+    import toolkit.layers  # noqa: F401  (registers the default model's layers)
+
     return keras.models.load_model(path, compile=False, safe_mode=True)
 
 

@@ -1,0 +1,176 @@
+"""The default model's own Keras layers: the fused batch normalisation computes what Keras'
+layer computes, and the one-pass augmentation draws what its ranges say."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from toolkit.layers import FusedBatchNormalization, RandomAugment
+
+
+def _pair(momentum: float = 0.9, **kwargs) -> tuple[keras.layers.Layer, keras.layers.Layer]:
+    """Keras' BatchNormalization and ours, built with the same non-trivial weights."""
+    theirs = keras.layers.BatchNormalization(momentum=momentum, **kwargs)
+    ours = FusedBatchNormalization(momentum=momentum, **kwargs)
+    for layer in (theirs, ours):
+        layer.build((None, 5, 5, 4))
+        layer.set_weights(
+            [
+                w
+                for w, present in (
+                    (np.arange(1, 5, dtype="float32"), layer.scale),
+                    (np.linspace(-1, 1, 4, dtype="float32"), layer.center),
+                    (np.full(4, 0.5, "float32"), True),
+                    (np.full(4, 2.0, "float32"), True),
+                )
+                if present
+            ]
+        )
+    return theirs, ours
+
+
+@pytest.fixture
+def batch() -> tf.Tensor:
+    return tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (8, 5, 5, 4)).astype("float32"))
+
+
+@pytest.mark.parametrize("center_scale", [True, False])
+def test_fused_batch_normalization_trains_as_keras_does(batch, center_scale: bool) -> None:
+    theirs, ours = _pair(center=center_scale, scale=center_scale)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(batch)
+        y_theirs, y_ours = theirs(batch, training=True), ours(batch, training=True)
+        loss_theirs, loss_ours = tf.reduce_sum(y_theirs**3), tf.reduce_sum(y_ours**3)
+    np.testing.assert_allclose(y_ours, y_theirs, atol=1e-5)
+    grad_theirs = tape.gradient(loss_theirs, batch)
+    np.testing.assert_allclose(tape.gradient(loss_ours, batch), grad_theirs, rtol=1e-4, atol=1e-3)
+    for theirs_w, ours_w in zip(theirs.weights, ours.weights, strict=True):
+        np.testing.assert_allclose(ours_w.numpy(), theirs_w.numpy(), rtol=1e-6, atol=1e-6)
+    # the moving statistics moved (by 1 - momentum of the way to the biased batch moments)
+    batch_var = np.var(batch.numpy(), axis=(0, 1, 2))
+    np.testing.assert_allclose(ours.moving_variance.numpy(), 0.9 * 2.0 + 0.1 * batch_var, rtol=1e-5)
+
+
+def test_fused_batch_normalization_infers_with_the_moving_statistics(batch) -> None:
+    theirs, ours = _pair()
+    inferred = ours(batch, training=False)
+    np.testing.assert_allclose(inferred, theirs(batch, training=False), atol=1e-5)
+    expected = (batch.numpy() - 0.5) / np.sqrt(2.0 + 1e-3) * np.arange(1, 5) + np.linspace(-1, 1, 4)
+    np.testing.assert_allclose(ours(batch), expected, rtol=1e-5, atol=1e-5)
+    # a frozen layer keeps its statistics, even called in training
+    ours.trainable = False
+    ours(batch, training=True)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), 0.5)
+
+
+def test_fused_batch_normalization_falls_back_where_the_kernel_does_not_apply() -> None:
+    flat = tf.constant(np.random.default_rng(1).normal(size=(6, 3)).astype("float32"))
+    theirs = keras.layers.BatchNormalization()
+    ours = FusedBatchNormalization()
+    np.testing.assert_allclose(ours(flat, training=True), theirs(flat, training=True), atol=1e-5)
+    assert not FusedBatchNormalization(epsilon=1e-6)._fusable(tf.zeros((1, 2, 2, 1)), None)
+    assert not ours._fusable(tf.zeros((1, 2, 2, 1)), tf.ones((1, 2, 2)))
+    assert FusedBatchNormalization()._fusable(tf.zeros((1, 2, 2, 1)), None)
+
+
+def _augment(**ranges) -> RandomAugment:
+    nothing = dict(flip=False, rotation=0.0, zoom=0.0, translation=0.0, contrast=0.0)
+    return RandomAugment(**{**nothing, "brightness": 0.0, **ranges}, seed=3)
+
+
+def _images(n: int = 16, side: int = 24) -> np.ndarray:
+    rng = np.random.default_rng(2)
+    return rng.uniform(0.2, 0.8, (n, side, side, 3)).astype("float32")
+
+
+def test_augment_is_the_identity_outside_training_and_with_empty_ranges() -> None:
+    images = _images()
+    np.testing.assert_array_equal(RandomAugment(seed=0)(images, training=False), images)
+    np.testing.assert_array_equal(RandomAugment(seed=0)(images), images)  # not said: inference
+    np.testing.assert_allclose(_augment()(images, training=True), images, atol=1e-5)
+
+
+def test_augment_mirrors_about_half_the_images() -> None:
+    images = _images(64)
+    out = _augment(flip=True)(images, training=True).numpy()
+    same = np.isclose(out, images, atol=1e-5).all(axis=(1, 2, 3))
+    mirrored = np.isclose(out, images[:, :, ::-1], atol=1e-5).all(axis=(1, 2, 3))
+    assert (same | mirrored).all()
+    assert 16 <= mirrored.sum() <= 48
+
+
+def _points(layer: RandomAugment, u: list[float], side: int = 48) -> np.ndarray:
+    """Where the output's corners and centre read the input, for one draw u (7 values)."""
+    t = layer.transforms(tf.constant([u], "float32"), float(side), float(side)).numpy()[0]
+    corners = np.array([[0, 0], [side - 1, 0], [0, side - 1], [(side - 1) / 2] * 2], "float32")
+    x, y = corners[:, 0], corners[:, 1]
+    return np.stack([t[0] * x + t[1] * y + t[2], t[3] * x + t[4] * y + t[5]], axis=1)
+
+
+def test_augment_geometry_spans_its_ranges_about_the_centre() -> None:
+    layer = RandomAugment(seed=0)  # rotation 0.06 turn, zoom 0.1, translation 0.06
+    centre = np.array([23.5, 23.5])
+    # no draw: every point reads itself
+    identity = _points(layer, [1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(identity[:, :2], _points(_augment(), [0] * 7)[:, :2], atol=1e-4)
+    np.testing.assert_allclose(identity[3], centre, atol=1e-4)
+    # mirror: x flips about the centre
+    np.testing.assert_allclose(_points(layer, [-1, 0, 0, 0, 0, 0, 0])[0], [47, 0], atol=1e-4)
+    # zoom 1.1 at the top of the range: the corner reads 10% further out, the centre stays
+    zoomed = _points(layer, [1, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_allclose(zoomed[0], centre - 1.1 * centre, atol=1e-4)
+    np.testing.assert_allclose(zoomed[3], centre, atol=1e-4)
+    # the full rotation: 0.06 of a turn, 21.6 degrees, about the centre
+    turned = _points(layer, [1, 1, 0, 0, 0, 0, 0])[0] - centre
+    angle = math.degrees(math.atan2(turned[1], turned[0]) - math.atan2(-23.5, -23.5))
+    assert angle == pytest.approx(21.6, abs=1e-3)
+    # the full shift: 6% of the side, both ways
+    np.testing.assert_allclose(
+        _points(layer, [1, 0, 0, -1, 1, 0, 0])[3], centre + np.array([0.06, -0.06]) * 48, atol=1e-4
+    )
+
+
+def test_augment_changes_contrast_and_brightness_within_range() -> None:
+    images = _images(64)
+    brighter = _augment(brightness=0.15)(images, training=True).numpy() - images
+    offsets = brighter.mean(axis=(1, 2, 3))
+    flat = offsets[:, None, None, None] * np.ones_like(images)
+    np.testing.assert_allclose(brighter, flat, atol=1e-5)  # one offset per image
+    assert offsets.min() >= -0.15 - 1e-6 and offsets.max() <= 0.15 + 1e-6
+    assert offsets.max() - offsets.min() > 0.15  # spread over the range, not one value
+    contrasted = _augment(contrast=0.25)(images, training=True).numpy()
+    spread = contrasted.std(axis=(1, 2)) / images.std(axis=(1, 2))
+    assert spread.min() >= 0.75 - 1e-4 and spread.max() <= 1.25 + 1e-4
+    assert spread.max() - spread.min() > 0.25
+    np.testing.assert_allclose(contrasted.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1e-5)
+    wild = _augment(contrast=5.0, brightness=2.0)(images, training=True).numpy()
+    assert wild.min() >= 0.0 and wild.max() <= 1.0
+
+
+def test_augment_draws_differ_per_image_and_repeat_per_seed() -> None:
+    images = np.repeat(_images(1), 8, axis=0)
+    first = RandomAugment(seed=5)(images, training=True).numpy()
+    again = RandomAugment(seed=5)(images, training=True).numpy()
+    np.testing.assert_array_equal(first, again)
+    assert len({first[i].tobytes() for i in range(8)}) == 8
+
+
+def test_a_model_of_both_layers_saves_and_loads_in_safe_mode(tmp_path: Path) -> None:
+    inputs = keras.Input((12, 12, 3))
+    x = RandomAugment(seed=1, zoom=0.2)(inputs)
+    x = keras.layers.Conv2D(4, 3)(x)
+    x = FusedBatchNormalization(momentum=0.8)(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, compile=False, safe_mode=True)
+    images = _images(4, 12)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    assert loaded.layers[1].get_config()["zoom"] == 0.2
+    assert loaded.layers[3].momentum == 0.8

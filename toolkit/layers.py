@@ -1,0 +1,168 @@
+"""Two Keras layers of the `default` model, each doing in one or two TensorFlow kernels what
+Keras' own layers do in dozens: on a 2-core CPU a training step of that small network was
+mostly bookkeeping between tiny ops (docs/model-quality.md, "Faster steps").
+
+- `FusedBatchNormalization`: Keras 3's BatchNormalization, same weights and arithmetic,
+  computed by TensorFlow's fused kernel (FusedBatchNormV3, oneDNN on x86). Keras 3 builds
+  batch normalisation from ~10 separate ops (moments, then the affine map) and their
+  gradients; that was 45% of the step's CPU time.
+- `RandomAugment`: the default model's augmentation (mirror, rotation, zoom, translation,
+  contrast, brightness) as one affine resampling of the batch and one pointwise map,
+  where the six Keras layers resample three times.
+
+Importing this module registers both with Keras, so a saved model loads in safe mode
+(`toolkit.train`, `toolkit.evaluate` import it before loading).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+#: Below this, TensorFlow's fused kernel raises its epsilon (a cuDNN limit), so the fused
+#: path would not compute what the layer's config says.
+_MIN_FUSED_EPSILON = 1.001e-5
+
+
+@keras.saving.register_keras_serializable(package="toolkit")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` run by one fused TensorFlow kernel per call.
+
+    Same weights, same moving-statistics update (biased batch variance, as Keras 3), same
+    outputs to float rounding; whatever the fused kernel does not cover (other backends,
+    masks, renorm, an axis other than the last of a 4-D float32 input, a tiny epsilon)
+    falls back to Keras' own arithmetic.
+    """
+
+    def _fusable(self, inputs: Any, mask: Any) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.renorm
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and inputs.dtype == "float32"
+            and self.epsilon >= _MIN_FUSED_EPSILON
+        )
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones([channels], inputs.dtype)
+        beta = self.beta if self.center else tf.zeros([channels], inputs.dtype)
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, epsilon=self.epsilon, is_training=True
+            )
+            # the kernel returns the unbiased (n - 1) batch variance; Keras averages the
+            # biased one into its moving statistics
+            n = tf.cast(tf.size(inputs) // channels, variance.dtype)
+            variance = variance * ((n - 1.0) / n)
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+            self.moving_variance.assign(
+                self.moving_variance * momentum + variance * (1.0 - momentum)
+            )
+            return outputs
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            gamma,
+            beta,
+            mean=self.moving_mean,
+            variance=self.moving_variance,
+            epsilon=self.epsilon,
+            is_training=False,
+        )
+        return outputs
+
+
+@keras.saving.register_keras_serializable(package="toolkit")
+class RandomAugment(keras.layers.Layer):
+    """Random mirror, rotation, zoom and translation (one bilinear resampling), then
+    contrast and brightness (one pointwise map), per image; identity outside training.
+
+    The ranges mean what the Keras layers' arguments of the same names mean:
+    `rotation` a fraction of a full turn either way, `zoom` and `translation` fractions of
+    the image's side, `contrast` the spread of the factor around 1 applied about each
+    channel's mean, `brightness` an offset in the input's units; pixels are in [0, 1] and
+    the result is clipped to it.
+    """
+
+    def __init__(
+        self,
+        *,
+        flip: bool = True,
+        rotation: float = 0.06,
+        zoom: float = 0.1,
+        translation: float = 0.06,
+        contrast: float = 0.25,
+        brightness: float = 0.15,
+        fill_mode: str = "reflect",
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flip, self.rotation, self.zoom = flip, rotation, zoom
+        self.translation, self.contrast, self.brightness = translation, contrast, brightness
+        self.fill_mode, self.seed = fill_mode, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = False
+
+    def call(self, images: Any, training: Any = None) -> Any:
+        if not training:
+            return images
+        shape = ops.shape(images)
+        batch = shape[0]
+        height = ops.cast(shape[1], "float32")
+        width = ops.cast(shape[2], "float32")
+        u = keras.random.uniform((batch, 7), -1.0, 1.0, seed=self.seed_generator)
+        transform = self.transforms(u, height, width)
+        x = ops.image.affine_transform(
+            images, transform, interpolation="bilinear", fill_mode=self.fill_mode
+        )
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        factor = ops.reshape(1.0 + u[:, 5] * self.contrast, (-1, 1, 1, 1))
+        offset = ops.reshape(u[:, 6] * self.brightness, (-1, 1, 1, 1))
+        return ops.clip((x - mean) * factor + mean + offset, 0.0, 1.0)
+
+    def transforms(self, u: Any, height: Any, width: Any) -> Any:
+        """The (batch, 8) projective transforms (`ops.image.affine_transform`'s layout)
+        for draws `u` in [-1, 1], columns: mirror (< 0 mirrors), rotation, zoom, shift
+        x, shift y (then contrast and brightness, used by `call`)."""
+        mirror = ops.where(u[:, 0] < 0.0, -1.0, 1.0) if self.flip else ops.ones_like(u[:, 0])
+        angle = u[:, 1] * (self.rotation * 2.0 * math.pi)
+        zoom = 1.0 + u[:, 2] * self.zoom
+        shift_x = u[:, 3] * (self.translation * width)
+        shift_y = u[:, 4] * (self.translation * height)
+        # each output pixel p reads the input at c + zoom * R(angle) * M * (p - c) - shift,
+        # c the centre, M the mirror: one matrix, so one resampling
+        cos, sin = ops.cos(angle) * zoom, ops.sin(angle) * zoom
+        a0, a1 = cos * mirror, -sin
+        b0, b1 = sin * mirror, cos
+        cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+        a2 = cx - a0 * cx - a1 * cy - shift_x
+        b2 = cy - b0 * cx - b1 * cy - shift_y
+        zero = ops.zeros_like(a0)
+        return ops.stack([a0, a1, a2, b0, b1, b2, zero, zero], axis=1)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "flip": self.flip,
+            "rotation": self.rotation,
+            "zoom": self.zoom,
+            "translation": self.translation,
+            "contrast": self.contrast,
+            "brightness": self.brightness,
+            "fill_mode": self.fill_mode,
+            "seed": self.seed,
+        }
