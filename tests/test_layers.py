@@ -174,3 +174,18 @@ def test_a_model_of_both_layers_saves_and_loads_in_safe_mode(tmp_path: Path) -> 
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
     assert loaded.layers[1].get_config()["zoom"] == 0.2
     assert loaded.layers[3].momentum == 0.8
+
+
+def test_the_default_model_trains_through_the_fused_kernels() -> None:
+    """Guards the speed-up: every batch norm of the built model is one FusedBatchNormV3 and
+    its augmentation one resampling (a silent fallback to Keras' ops would only be slow)."""
+    from toolkit.models import build_cnn
+
+    model = build_cnn((48, 48, 3))
+    step = tf.function(lambda x: model(x, training=True))
+    graph = step.get_concrete_function(tf.TensorSpec((None, 48, 48, 3), tf.float32)).graph
+    kinds = [op.type for op in graph.get_operations()]
+    n_norms = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert n_norms == 10
+    assert kinds.count("FusedBatchNormV3") == n_norms
+    assert kinds.count("ImageProjectiveTransformV3") == 1
