@@ -377,3 +377,29 @@ def test_unshuffled_batches_keep_manifest_order_with_integer_labels_for_softmax(
     assert y.numpy().tolist() == [0, 1, 2]
     assert y.dtype.name == "int32"
     assert np.allclose(x.numpy() * 255, decoded.images, atol=1e-3)
+
+
+def test_the_largest_files_are_decoded_first_and_kept_in_row_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Longest first: a big photo left for last would keep one core busy while the others
+    wait. The cache still follows the rows."""
+    for i in range(4):
+        write_image(tmp_path / "happy" / f"{i}.png", fmt="PNG", seed=i)
+    rows = _files_as_rows(tmp_path)
+    rows["file_bytes"] = pd.array([10, 40, None, 30], dtype="Int64")
+    import toolkit.pipeline as pipeline
+
+    seen: list[str] = []
+    real = pipeline.load_image
+
+    def recording(path: Path, spec: InputSpec, *, row: pd.Series | None = None) -> np.ndarray:
+        seen.append(path.name)
+        return real(path, spec, row=row)
+
+    monkeypatch.setattr(pipeline, "load_image", recording)
+    decoded = decode_rows(rows, _spec(8), ["happy"], jobs=1)
+    assert seen == ["1.png", "3.png", "0.png", "2.png"]
+    assert decoded.paths == [f"happy/{i}.png" for i in range(4)]
+    for i in range(4):
+        assert np.array_equal(decoded.images[i], load_image(tmp_path / f"happy/{i}.png", _spec(8)))

@@ -199,6 +199,11 @@ def decode_rows(
     ]
 
     real_roots = {base: os.path.realpath(base) for base in {t[1] for t in tasks}}
+    # Longest first (by the manifest's byte count, which entropy decoding scales with): one
+    # 3 MB photo dealt last keeps one core busy 0.1-0.2 s while the others idle.
+    if "file_bytes" in rows.columns:
+        sizes = pd.to_numeric(rows["file_bytes"], errors="coerce").fillna(0).to_numpy()
+        tasks = [tasks[i] for i in np.argsort(-sizes, kind="stable")]
 
     def work(task: tuple[int, Path, pd.Series]) -> tuple[int, str | None]:
         i, base, row = task
