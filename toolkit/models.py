@@ -69,8 +69,9 @@ def build_cnn(
     *,
     learning_rate: float = 2e-3,
     seed: int = 0,
-    # (48, 96, 192, 288) scored 0.7 points more on FER2013 test over three seeds, for a step
-    # 1.45x as long, under issue 6's 3x the `seed` model (docs/model-quality.md, runs 30-35)
+    # (48, 96, 192, 288) scored 0.7 points more on FER2013 test over three seeds, but its
+    # step is 1.45x as long: 2.90x the `seed` model's training speed, under issue 6's 3x
+    # (docs/model-quality.md, runs 30-35)
     widths: tuple[int, ...] = (32, 64, 128, 192),
     dropout: float = 0.3,
     label_smoothing: float = 0.0,
