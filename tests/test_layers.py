@@ -153,6 +153,24 @@ def test_augment_changes_contrast_and_brightness_within_range() -> None:
     assert wild.min() >= 0.0 and wild.max() <= 1.0
 
 
+def test_augment_erases_one_rectangle_in_the_share_of_images_asked() -> None:
+    images = np.full((256, 24, 24, 3), 0.5, "float32")
+    assert (_augment(erase=0.0)(images, training=True).numpy() == 0.5).all()
+    out = _augment(erase=0.5, erase_area=(0.1, 0.2))(images, training=True).numpy()
+    changed = (out != 0.5).any(axis=3)  # noise hits exactly 0.5 with probability ~0
+    erased = changed.any(axis=(1, 2))
+    assert 96 <= erased.sum() <= 160  # about half, not none or all
+    for mask in changed[erased]:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert mask.sum() == box  # one filled rectangle
+        assert box <= 0.2 * 24 * 24 + 2 * 24  # its area at most the range's top (+ a pixel edge)
+    inside = changed[erased].sum(axis=(1, 2)) / (24 * 24)
+    assert np.median(inside) > 0.05  # not clipped away to slivers
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert _augment(erase=0.5).get_config()["erase"] == 0.5
+
+
 def test_augment_draws_differ_per_image_and_repeat_per_seed() -> None:
     images = np.repeat(_images(1), 8, axis=0)
     first = RandomAugment(seed=5)(images, training=True).numpy()

@@ -7,8 +7,8 @@ mostly bookkeeping between tiny ops (docs/model-quality.md, "Faster steps").
   batch normalisation from ~10 separate ops (moments, then the affine map) and their
   gradients; that was 45% of the step's CPU time.
 - `RandomAugment`: the default model's augmentation (mirror, rotation, zoom, translation,
-  contrast, brightness) as one affine resampling of the batch and one pointwise map,
-  where the six Keras layers resample three times.
+  contrast, brightness; random erasing if asked) as one affine resampling of the batch
+  and one pointwise map, where the six Keras layers resample three times.
 
 Importing this module registers both with Keras, so a saved model loads in safe mode
 (`toolkit.train`, `toolkit.evaluate` import it before loading).
@@ -103,6 +103,8 @@ class RandomAugment(keras.layers.Layer):
         translation: float = 0.06,
         contrast: float = 0.25,
         brightness: float = 0.15,
+        erase: float = 0.0,
+        erase_area: tuple[float, float] = (0.02, 0.25),
         fill_mode: str = "reflect",
         seed: int | None = None,
         **kwargs: Any,
@@ -110,6 +112,7 @@ class RandomAugment(keras.layers.Layer):
         super().__init__(**kwargs)
         self.flip, self.rotation, self.zoom = flip, rotation, zoom
         self.translation, self.contrast, self.brightness = translation, contrast, brightness
+        self.erase, self.erase_area = erase, tuple(erase_area)
         self.fill_mode, self.seed = fill_mode, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = False
@@ -129,7 +132,31 @@ class RandomAugment(keras.layers.Layer):
         mean = ops.mean(x, axis=(1, 2), keepdims=True)
         factor = ops.reshape(1.0 + u[:, 5] * self.contrast, (-1, 1, 1, 1))
         offset = ops.reshape(u[:, 6] * self.brightness, (-1, 1, 1, 1))
-        return ops.clip((x - mean) * factor + mean + offset, 0.0, 1.0)
+        x = ops.clip((x - mean) * factor + mean + offset, 0.0, 1.0)
+        if self.erase > 0.0:
+            x = self.erased(x, batch)
+        return x
+
+    def erased(self, images: Any, batch: Any) -> Any:
+        """Random erasing (Zhong et al., 2017): with probability `erase`, a rectangle of
+        `erase_area` of the image (aspect ratio 0.3-3.3) is replaced by uniform noise."""
+        shape = ops.shape(images)
+        v = keras.random.uniform((batch, 5), 0.0, 1.0, seed=self.seed_generator)
+        low, high = self.erase_area
+        area = low + v[:, 0] * (high - low)
+        ratio = ops.exp(math.log(0.3) + v[:, 1] * (math.log(3.3) - math.log(0.3)))
+        half_h = ops.reshape(ops.sqrt(area * ratio) / 2.0, (-1, 1, 1, 1))
+        half_w = ops.reshape(ops.sqrt(area / ratio) / 2.0, (-1, 1, 1, 1))
+        cy = ops.reshape(v[:, 2], (-1, 1, 1, 1))
+        cx = ops.reshape(v[:, 3], (-1, 1, 1, 1))
+        on = ops.reshape(v[:, 4] < self.erase, (-1, 1, 1, 1))
+        rows = (ops.cast(ops.arange(shape[1]), "float32") + 0.5) / ops.cast(shape[1], "float32")
+        cols = (ops.cast(ops.arange(shape[2]), "float32") + 0.5) / ops.cast(shape[2], "float32")
+        inside_y = ops.abs(ops.reshape(rows, (1, -1, 1, 1)) - cy) < half_h
+        inside_x = ops.abs(ops.reshape(cols, (1, 1, -1, 1)) - cx) < half_w
+        mask = ops.logical_and(ops.logical_and(inside_y, inside_x), on)
+        noise = keras.random.uniform(shape, 0.0, 1.0, seed=self.seed_generator)
+        return ops.where(mask, noise, images)
 
     def transforms(self, u: Any, height: Any, width: Any) -> Any:
         """The (batch, 8) projective transforms (`ops.image.affine_transform`'s layout)
@@ -163,6 +190,8 @@ class RandomAugment(keras.layers.Layer):
             "translation": self.translation,
             "contrast": self.contrast,
             "brightness": self.brightness,
+            "erase": self.erase,
+            "erase_area": list(self.erase_area),
             "fill_mode": self.fill_mode,
             "seed": self.seed,
         }
