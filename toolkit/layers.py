@@ -134,14 +134,14 @@ class RandomAugment(keras.layers.Layer):
         offset = ops.reshape(u[:, 6] * self.brightness, (-1, 1, 1, 1))
         x = ops.clip((x - mean) * factor + mean + offset, 0.0, 1.0)
         if self.erase > 0.0:
-            x = self.erased(x, batch)
+            x = self.erased(x)
         return x
 
-    def erased(self, images: Any, batch: Any) -> Any:
+    def erased(self, images: Any) -> Any:
         """Random erasing (Zhong et al., 2017): with probability `erase`, a rectangle of
         `erase_area` of the image (aspect ratio 0.3-3.3) is replaced by uniform noise."""
         shape = ops.shape(images)
-        v = keras.random.uniform((batch, 5), 0.0, 1.0, seed=self.seed_generator)
+        v = keras.random.uniform((shape[0], 5), 0.0, 1.0, seed=self.seed_generator)
         low, high = self.erase_area
         area = low + v[:, 0] * (high - low)
         ratio = ops.exp(math.log(0.3) + v[:, 1] * (math.log(3.3) - math.log(0.3)))
