@@ -46,7 +46,10 @@ JobsOpt = Annotated[
 ]
 FacesOpt = Annotated[
     bool,
-    typer.Option("--faces/--no-faces", help="Find faces (BlazeFace, run by OpenCV's dnn module)."),
+    typer.Option(
+        "--faces/--no-faces",
+        help="Find faces (BlazeFace, run by LiteRT or else OpenCV; TOOLKIT_FACE_RUNTIME picks).",
+    ),
 ]
 
 

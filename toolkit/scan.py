@@ -183,6 +183,7 @@ _WORKER_MODULES = [
     "PIL.JpegImagePlugin",
     "imagehash",
     "cv2",
+    "ai_edge_litert.interpreter",  # where installed; the forkserver skips what fails to import
 ]
 
 
