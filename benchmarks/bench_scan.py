@@ -12,6 +12,7 @@ from figures import Session, best, spread
 from tutorial import tutorial_cleanup
 
 from toolkit.cli import main
+from toolkit.faces import RUNTIME_ENV, available_runtimes
 from toolkit.manifest import read_manifest
 
 
@@ -121,5 +122,46 @@ def test_validate_without_faces_against_the_tutorial_cleanup_loop(
         "scan",
         "toolkit validate --no-faces / tutorial loop, files/s (face pass cost)",
         ours / tutorial,
+        label,
+    )
+
+
+def test_validate_with_opencv_running_the_face_detector(
+    benchmark,
+    scan_set: DataSet,
+    plan: Plan,
+    results: Session,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What LiteRT gains: the same command with OpenCV's dnn module running the detector, the
+    runtime used where LiteRT has no wheel (reported, not judged)."""
+    if "litert" not in available_runtimes():
+        pytest.skip("LiteRT is not installed: the scan already runs the detector with OpenCV")
+    n_entries, _ = _entries(scan_set.root)
+    out = tmp_path / "run"
+    benchmark.group = f"scan: {scan_set.name}"
+
+    def with_opencv() -> tuple[int, dict]:
+        monkeypatch.setenv(RUNTIME_ENV, "opencv")  # the scan's workers inherit it
+        try:
+            return _validate(scan_set, out)
+        finally:
+            monkeypatch.delenv(RUNTIME_ENV)
+
+    run = paired(benchmark, with_opencv, lambda: _validate(scan_set, out), rounds=plan.rounds)
+    code, report = run.ours_result
+    assert code in (0, 1) and report["n_files"] == n_entries
+    assert run.baseline_result[1]["n_accepted"] == report["n_accepted"]
+    ours = n_entries / best(run.ours)
+    label = scan_set.label
+    results.add(
+        "scan", "toolkit validate --no-html, OpenCV running the detector", ours, "files/s",
+        label, spread(run.ours),
+    )  # fmt: skip
+    results.info(
+        "scan",
+        "toolkit validate, LiteRT / OpenCV running the detector, files/s",
+        best(run.ours) / best(run.baseline),
         label,
     )
