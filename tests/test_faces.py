@@ -156,6 +156,19 @@ def test_the_environment_picks_the_runtime(monkeypatch: pytest.MonkeyPatch) -> N
         FaceDetector(runtime="tensorflow")
 
 
+def test_litert_loads_in_a_process_without_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pythonw and some services have no descriptor 2 and sys.stderr is None: nothing to
+    silence, and the detector must still load."""
+    _runtime("litert")
+
+    def no_descriptor(fd: int) -> int:
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(sys, "stderr", None)
+    monkeypatch.setattr("toolkit.faces.os.dup", no_descriptor)
+    assert FaceDetector(runtime="litert").detect(np.zeros((64, 64, 3), np.uint8)) == []
+
+
 def test_litert_says_nothing_on_stderr() -> None:
     """LiteRT's C++ log line ("Created TensorFlow Lite XNNPACK delegate") would land in
     every scan's output, once per worker; it prints once per process, so a fresh one."""

@@ -196,8 +196,13 @@ def _litert_runner() -> Any:
 @contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Silence file descriptor 2 (C++ logging that Python cannot filter) for a moment."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a windowed process): nothing to silence
+        yield
+        return
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
