@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 from conftest import iou, snapshot
 from corpus import HostileCorpus, write_image
 
+import toolkit.scan as scan_module
 from toolkit.errors import DataRootError
 from toolkit.scan import ScanOptions, scan_folder, sniff_format
 
@@ -112,26 +115,30 @@ def test_every_entry_is_a_row_and_the_folder_is_untouched(hostile: HostileCorpus
     assert manifest.attrs["class_folders"] == ["happy", "neutral", "sad"]
 
 
-@pytest.mark.parametrize(
-    "thread_running",
-    [False, True],
-    ids=["from this process as it is", "with a thread running, so through the forkserver"],
-)
-def test_parallel_scan_gives_the_same_manifest(tmp_path: Path, thread_running: bool) -> None:
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_parallel_scan_gives_the_same_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
     for i in range(70):
         write_image(tmp_path / ("happy" if i % 2 else "sad") / f"{i}.jpg", seed=i)
     serial = scan_folder(tmp_path, jobs=1)
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait, daemon=True)  # as TensorFlow or tqdm would
-    if thread_running:
-        thread.start()
-    try:
-        parallel = scan_folder(tmp_path, jobs=2)
-    finally:
-        stop.set()
-        if thread_running:
-            thread.join()
+    monkeypatch.setattr(scan_module, "_start_method", lambda: method)
+    parallel = scan_folder(tmp_path, jobs=2)
     pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_a_scan_forks_only_a_process_without_threads_or_opencv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delitem(sys.modules, "cv2", raising=False)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert scan_module._start_method() == "fork"
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # as TensorFlow or tqdm would
+    assert scan_module._start_method() == "forkserver"
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))  # its pool may be running
+    assert scan_module._start_method() == "forkserver"
 
 
 def test_faces_can_be_skipped(clean_root: Path) -> None:

@@ -157,9 +157,7 @@ def _scan_all(root: Path, entries: list[str], jobs: int, options: ScanOptions) -
         scanner = FileScanner(root, options)
         yield from map(scanner.scan, entries)
         return
-    # fork is cheapest and works from scripts and notebooks without a __main__ guard; it is
-    # unsafe once the parent holds threads (TensorFlow, a progress bar), so then forkserver.
-    method = "fork" if threading.active_count() == 1 and sys.platform == "linux" else "forkserver"
+    method = _start_method()
     context = get_context(method)
     if method == "forkserver":
         # Workers then fork from a server that has imported the scan's libraries once, rather
@@ -172,6 +170,19 @@ def _scan_all(root: Path, entries: list[str], jobs: int, options: ScanOptions) -
         initargs=(str(root), options),
     ) as pool:
         yield from pool.map(_scan_in_worker, entries, chunksize=32)
+
+
+def _start_method() -> str:
+    """fork where it is safe, else forkserver.
+
+    fork is cheapest and works from scripts and notebooks without a __main__ guard, but a
+    child inherits no threads, only their state: unsafe once the parent runs other threads
+    (TensorFlow, a progress bar), or has loaded OpenCV, whose thread pool a child then joins
+    forever in cv2.setNumThreads (seen: a scan after decoding images in the same process).
+    """
+    if sys.platform == "linux" and threading.active_count() == 1 and "cv2" not in sys.modules:
+        return "fork"
+    return "forkserver"
 
 
 _WORKER: FileScanner | None = None
