@@ -14,6 +14,7 @@ from PIL import Image
 from toolkit.errors import ManifestError, UsageError
 from toolkit.manifest import normalise_manifest
 from toolkit.pipeline import (
+    ImageProblem,
     InputSpec,
     check_ratios,
     class_names,
@@ -226,6 +227,95 @@ def test_a_jpeg_face_crop_survives_reduced_scale_decoding(tmp_path: Path) -> Non
     row = pd.Series({"face_x": 100, "face_y": 600, "face_w": 100, "face_h": 100})
     spec = InputSpec(size=16, channels=1, crop_faces=True, face_margin=0.0)
     assert load_image(tmp_path / "big.jpg", spec, row=row).mean() > 200
+
+
+def _scanned(path: Path, **row: object) -> pd.Series:
+    """The scan's manifest row for `path` (sha256, format, size, mode, EXIF orientation),
+    with `row`'s values over it (a face box)."""
+    from toolkit.scan import FileScanner, ScanOptions
+
+    scanned = FileScanner(path.parent, ScanOptions(detect_faces=False)).scan(path.name)
+    return pd.Series({**scanned, **row})
+
+
+def _refuse(*args: object) -> None:
+    raise AssertionError("Pillow was asked to open a file")
+
+
+@pytest.mark.parametrize(
+    ("size", "spec"),
+    [
+        ((40, 30), _spec(16)),  # smaller than twice the output: full scale
+        ((64, 48), _spec(16)),  # 3x: DCT scale 2 (Pillow's draft rounds down to a power of 2)
+        ((130, 64), _spec(16)),  # 4x one way, 4x the other: scale 4
+        ((129, 127), _spec(16)),  # just under 8x: scale 4
+        ((128, 128), _spec(16)),  # 8x exactly: scale 8
+        ((517, 389), _spec(48, 1)),  # odd sides: the reduced size rounds up
+        ((300, 200), _spec(16, 1, crop=True)),  # a face crop sets the scale
+        ((205, 1601), _spec(8, 3, crop=True)),  # ... and the box scales by each side's rounding
+    ],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"{v.size}-{v.channels}",
+)
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_scanned_jpegs_decode_through_opencv_to_pillows_pixels(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: tuple[int, int],
+    spec: InputSpec,
+    mode: str,
+) -> None:
+    path = write_image(tmp_path / "x.jpg", size=size, mode=mode, quality=90)
+    row = _scanned(path, face_x=size[0] // 3, face_y=size[1] // 2, face_w=50, face_h=40)
+    pillow = load_image(path, spec, row=row.drop("sha256"))  # no sha256: Pillow decodes
+    monkeypatch.setattr(Image, "open", _refuse)  # the scanned JPEG must not reach Pillow
+    assert np.array_equal(load_image(path, spec, row=row), pillow)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_scanned_jpegs_turn_upright_like_pillows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orientation: int
+) -> None:
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = orientation
+    path = write_image(tmp_path / "o.jpg", size=(96, 64), exif=exif, quality=90)
+    row = _scanned(path, face_x=10, face_y=5, face_w=30, face_h=20)
+    for spec in (_spec(16), _spec(12, 1, crop=True)):
+        pillow = load_image(path, spec, row=row.drop("sha256"))
+        with monkeypatch.context() as patch:
+            patch.setattr(Image, "open", _refuse)
+            assert np.array_equal(load_image(path, spec, row=row), pillow)
+
+
+def test_jpegs_opencv_cannot_take_go_to_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import toolkit.pipeline as pipeline
+
+    cmyk = write_image(tmp_path / "cmyk.jpg", size=(40, 30), mode="CMYK")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(write_image(tmp_path / "whole.jpg", size=(64, 64)).read_bytes()[:-400])
+    monkeypatch.setattr(pipeline, "_to_array", lambda img, spec, box: img.format)
+    assert load_image(cmyk, _spec(8), row=_scanned(cmyk)) == "JPEG"
+    assert load_image(truncated, _spec(8), row=_scanned(truncated)) == "JPEG"
+
+
+def test_rows_without_the_scans_size_go_to_pillow_which_judges_the_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import toolkit.pipeline as pipeline
+
+    path = write_image(tmp_path / "x.jpg", size=(40, 30))
+    monkeypatch.setattr(pipeline, "_to_array", lambda img, spec, box: img.size)
+    assert load_image(path, _spec(8), row=_scanned(path, width_px=pd.NA)) == (40, 30)
+    huge = _scanned(path, width_px=20_000, height_px=20_000)  # an edited row: Pillow re-reads
+    assert load_image(path, _spec(8), row=huge) == (40, 30)
+
+
+def test_a_scanned_truncated_jpeg_is_still_a_decode_problem(tmp_path: Path) -> None:
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(write_image(tmp_path / "whole.jpg", size=(64, 64)).read_bytes()[:-400])
+    with pytest.raises(ImageProblem, match="cannot decode"):
+        load_image(path, _spec(8), row=_scanned(path))
 
 
 def _stripes(side: int) -> np.ndarray:

@@ -2,11 +2,12 @@
 
 Only rows validation accepted enter, and the folder is never walked again: every path comes
 from the manifest, relative to its root, and may not point outside it. Each image is
-decoded once with Pillow (the decoder the scan used, so what passed validation is what gets
-decoded), checked against the manifest's sha256 (a file changed or removed since the scan
-is reported by path and left out), turned upright by its EXIF orientation, converted to the
-model's channels, optionally cropped to the scan's face box, resized and kept as uint8 in
-memory or, past a memory budget, in a .npy file. Batches are gathered from that cache,
+checked against the manifest's sha256 (a file changed or removed since the scan is reported
+by path and left out), decoded once (by Pillow, the decoder the scan used, or for plain
+JPEGs by OpenCV's libjpeg-turbo at the same DCT scale, pixel for pixel the same), turned
+upright by its EXIF orientation, converted to the model's channels, optionally cropped to
+the scan's face box, resized and kept as uint8 in memory or, past a memory budget, in a
+.npy file. Batches are gathered from that cache,
 shuffled, scaled by 1/255 as the tutorial does, and prefetched.
 """
 
@@ -44,6 +45,9 @@ MAX_DECODE_PIXELS = 100_000_000
 
 # EXIF orientation -> the Pillow transpose that makes the picture upright.
 _UPRIGHT = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # values of PIL.Image.Transpose
+# OpenCV's imread flags per DCT scale, colour and greyscale (cv2's IMREAD_* values, so
+# that cv2 is imported only when a JPEG is decoded)
+_CV_READ = {1: (1, 0), 2: (17, 16), 4: (33, 32), 8: (65, 64)}
 
 
 @dataclass(frozen=True)
@@ -261,8 +265,13 @@ def load_image(path: Path, spec: InputSpec, *, row: pd.Series | None = None) -> 
     except OSError as exc:
         raise ImageProblem(f"cannot read: {exc.strerror or exc}") from None
     expected = row.get("sha256") if row is not None else None
-    if pd.notna(expected) and hashlib.sha256(data).hexdigest() != expected:
-        raise ImageProblem("changed since the scan: sha256 differs (validate again)")
+    if pd.notna(expected):
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ImageProblem("changed since the scan: sha256 differs (validate again)")
+        assert row is not None
+        pixels = _scanned_jpeg(data, row, spec)
+        if pixels is not None:
+            return pixels
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
@@ -298,6 +307,57 @@ def _face_box(
     if right - left < 2 or bottom - top < 2:
         return None
     return left, top, right, bottom
+
+
+def _draft_scale(width: int, height: int, want: tuple[int, int]) -> int:
+    """The DCT scale (1, 2, 4 or 8) Pillow's JPEG draft() picks for a requested size: the
+    largest that keeps the decoded image at least `want` on both sides."""
+    fits = min(width // max(want[0], 1), height // max(want[1], 1))
+    return next((a for a in (8, 4, 2) if fits >= a), 1)
+
+
+def _scanned_jpeg(data: bytes, row: pd.Series, spec: InputSpec) -> np.ndarray | None:
+    """A JPEG the scan described (these very bytes: the caller checked the sha256), decoded by
+    OpenCV at the DCT scale Pillow's draft() would use; None where this path does not apply
+    (not a plain RGB or greyscale JPEG, a row without the scan's columns, or OpenCV refusing
+    the bytes), and Pillow decodes instead.
+
+    The same libjpeg-turbo decode as Pillow's, pixel for pixel (tests/test_pipeline.py
+    compares them), but from the manifest's size, mode and EXIF orientation instead of a
+    second header parse, and in one call outside the GIL instead of Python-driven chunks.
+    """
+    try:
+        if row.get("detected_format") != "jpeg" or row.get("mode") not in ("RGB", "L"):
+            return None
+        width, height = int(row["width_px"]), int(row["height_px"])
+    except (KeyError, TypeError, ValueError):  # a manifest without the scan's columns
+        return None
+    if width * height > MAX_DECODE_PIXELS:
+        return None  # Pillow's path says why
+    import cv2
+
+    box = _face_box(row, width, height, spec) if spec.crop_faces else None
+    cw, ch = (box[2] - box[0], box[3] - box[1]) if box else (width, height)
+    want = (math.ceil(width * spec.size / max(cw, 1)), math.ceil(height * spec.size / max(ch, 1)))
+    scale = _draft_scale(width, height, want)
+    grey = spec.channels == 1
+    flags = _CV_READ[scale][grey] | cv2.IMREAD_IGNORE_ORIENTATION
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if pixels is None or pixels.shape[:2] != (-(-height // scale), -(-width // scale)):
+        return None
+    if not grey:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    if box:
+        sx, sy = pixels.shape[1] / width, pixels.shape[0] / height
+        left, top = round(box[0] * sx), round(box[1] * sy)
+        pixels = pixels[top : round(box[3] * sy), left : round(box[2] * sx)]
+    orientation = row.get("exif_orientation")
+    if pd.notna(orientation) and int(orientation) in _UPRIGHT:
+        from PIL import Image
+
+        turn = Image.Transpose(_UPRIGHT[int(orientation)])
+        pixels = np.asarray(Image.fromarray(pixels).transpose(turn))
+    return resize_square(np.ascontiguousarray(pixels), spec.size).reshape(spec.shape)
 
 
 def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) -> np.ndarray:
