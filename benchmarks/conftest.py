@@ -76,11 +76,16 @@ KNOWN_MISSES: dict[str, str] = {
         "come to about 5.8 ms, against the loop's one decode (2.8 ms): about 0.97x on two "
         "cores at best, 1.44x with nothing but the decode and the network; 0.64-0.95x"
     ),
+}
+
+#: Targets the full run meets or misses by the machine's noise: an xfail(strict=False) there,
+#: so the table says which it was that day without failing the run (the quick run's floor
+#: still catches a regression).
+AT_PARITY: dict[str, str] = {
     "pipeline_first_epoch": (
-        "both sides spend most of the epoch in libjpeg-turbo decoding the same bytes at the "
-        "same speed (Pillow 7-8 ms, TF 8-9 ms a file on one core, measured); ours also re-hashes "
-        "each file, runs Python per file and composites transparent PNGs at full size: "
-        "0.84-0.96x over runs, largest files first included"
+        "both sides spend most of the epoch in libjpeg-turbo decoding the same bytes; ours "
+        "decodes at reduced DCT scale but also re-hashes each file and composites transparent "
+        "PNGs at full size: 0.98-1.19x over nine runs of one day, 0.84-0.97x on earlier days"
     ),
 }
 
@@ -222,16 +227,17 @@ def results(pytestconfig: pytest.Config) -> Session:
 def judge(results: Session, plan: Plan, request: pytest.FixtureRequest) -> Callable[..., Ratio]:
     """Record a ratio with its limit; the test asserts `ratio.passed` with its own message.
 
-    In the full run, a ratio listed in KNOWN_MISSES turns its test into a strict xfail.
+    In the full run, a ratio listed in KNOWN_MISSES turns its test into a strict xfail, one
+    in AT_PARITY into a plain one.
     """
 
     def record(key: str, value: float, what: str, dataset: str) -> Ratio:
         limit = LIMITS[key]
-        known_miss = not plan.quick and key in KNOWN_MISSES
+        known_miss = not plan.quick and (key in KNOWN_MISSES or key in AT_PARITY)
         if known_miss:
-            request.applymarker(
-                pytest.mark.xfail(reason=f"known miss: {KNOWN_MISSES[key]}", strict=True)
-            )
+            strict = key in KNOWN_MISSES
+            why = f"known miss: {KNOWN_MISSES[key]}" if strict else f"at parity: {AT_PARITY[key]}"
+            request.applymarker(pytest.mark.xfail(reason=why, strict=strict))
         return results.judge(
             Ratio(
                 key=key,

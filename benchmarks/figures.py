@@ -45,7 +45,7 @@ class Ratio:
     kind: str
     target: float | None
     dataset: str
-    known_miss: bool = False  # listed in KNOWN_MISSES: an xfail, with its reason
+    known_miss: bool = False  # listed in KNOWN_MISSES or AT_PARITY: an xfail, with its reason
 
     @property
     def passed(self) -> bool | None:
