@@ -7,8 +7,8 @@ by path and left out), decoded once (by Pillow, the decoder the scan used, or fo
 JPEGs by OpenCV's libjpeg-turbo at the same DCT scale, pixel for pixel the same), turned
 upright by its EXIF orientation, converted to the model's channels, optionally cropped to
 the scan's face box, resized and kept as uint8 in memory or, past a memory budget, in a
-.npy file. Batches are gathered from that cache,
-shuffled, scaled by 1/255 as the tutorial does, and prefetched.
+.npy file. Batches are gathered from that cache, shuffled, scaled by 1/255 as the tutorial
+does, and prefetched.
 """
 
 from __future__ import annotations
