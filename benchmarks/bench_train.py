@@ -42,7 +42,13 @@ class Trainee:
 
     def fit(self, steps: int) -> list[float]:
         """`steps` training steps of batch 32; the losses (one epoch of `steps`)."""
-        history = self.model.fit(self.batches, steps_per_epoch=steps, epochs=1, verbose=0)
+        history = self.model.fit(
+            self.batches,
+            steps_per_epoch=steps,
+            epochs=1,
+            shuffle=False,  # the dataset reshuffles itself (Keras 3.15.1 warns otherwise)
+            verbose=0,
+        )
         return history.history["loss"]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
