@@ -238,6 +238,21 @@ def _scanned(path: Path, **row: object) -> pd.Series:
     return pd.Series({**scanned, **row})
 
 
+def test_a_jpeg_is_asked_for_the_smallest_decode_that_covers_the_output_or_the_face() -> None:
+    from toolkit.pipeline import _draft_request
+
+    assert _draft_request(4000, 3000, None, 256) == (256, 256)
+    # a 500x250 face box must itself come out 256 px: the whole image 8x and 12x that
+    assert _draft_request(4000, 3000, (1000, 1000, 1500, 1250), 256) == (2048, 3072)
+
+
+def test_a_face_box_follows_each_side_of_a_reduced_decode_by_its_own_scale() -> None:
+    from toolkit.pipeline import _rescaled_box
+
+    # 205x1601 decoded at 1/8 is 26x201: x scales by 26/205, y by 201/1601
+    assert _rescaled_box((10, 1200, 60, 1240), 205, 1601, (26, 201)) == (1, 151, 8, 156)
+
+
 def _refuse(*args: object) -> None:
     raise AssertionError("Pillow was asked to open a file")
 

@@ -45,9 +45,6 @@ MAX_DECODE_PIXELS = 100_000_000
 
 # EXIF orientation -> the Pillow transpose that makes the picture upright.
 _UPRIGHT = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # values of PIL.Image.Transpose
-# OpenCV's imread flags per DCT scale, colour and greyscale (cv2's IMREAD_* values, so
-# that cv2 is imported only when a JPEG is decoded)
-_CV_READ = {1: (1, 0), 2: (17, 16), 4: (33, 32), 8: (65, 64)}
 
 
 @dataclass(frozen=True)
@@ -309,6 +306,23 @@ def _face_box(
     return left, top, right, bottom
 
 
+def _draft_request(
+    width: int, height: int, box: tuple[int, int, int, int] | None, size: int
+) -> tuple[int, int]:
+    """The size to ask a JPEG's DCT-scaled decode for: the smallest that still gives the
+    output `size` px from the whole image, or from the face box."""
+    cw, ch = (box[2] - box[0], box[3] - box[1]) if box else (width, height)
+    return math.ceil(width * size / max(cw, 1)), math.ceil(height * size / max(ch, 1))
+
+
+def _rescaled_box(
+    box: tuple[int, int, int, int], width: int, height: int, decoded: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """`box`, in the file's width x height pixels, in those of its `decoded` (w, h) copy."""
+    sx, sy = decoded[0] / width, decoded[1] / height
+    return round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)
+
+
 def _draft_scale(width: int, height: int, want: tuple[int, int]) -> int:
     """The DCT scale (1, 2, 4 or 8) Pillow's JPEG draft() picks for a requested size: the
     largest that keeps the decoded image at least `want` on both sides."""
@@ -337,20 +351,28 @@ def _scanned_jpeg(data: bytes, row: pd.Series, spec: InputSpec) -> np.ndarray | 
     import cv2
 
     box = _face_box(row, width, height, spec) if spec.crop_faces else None
-    cw, ch = (box[2] - box[0], box[3] - box[1]) if box else (width, height)
-    want = (math.ceil(width * spec.size / max(cw, 1)), math.ceil(height * spec.size / max(ch, 1)))
-    scale = _draft_scale(width, height, want)
+    scale = _draft_scale(width, height, _draft_request(width, height, box, spec.size))
     grey = spec.channels == 1
-    flags = _CV_READ[scale][grey] | cv2.IMREAD_IGNORE_ORIENTATION
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    flags = {
+        (1, False): cv2.IMREAD_COLOR,
+        (1, True): cv2.IMREAD_GRAYSCALE,
+        (2, False): cv2.IMREAD_REDUCED_COLOR_2,
+        (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+        (4, False): cv2.IMREAD_REDUCED_COLOR_4,
+        (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4,
+        (8, False): cv2.IMREAD_REDUCED_COLOR_8,
+        (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8,
+    }[scale, grey]
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None or pixels.shape[:2] != (-(-height // scale), -(-width // scale)):
         return None
     if not grey:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
     if box:
-        sx, sy = pixels.shape[1] / width, pixels.shape[0] / height
-        left, top = round(box[0] * sx), round(box[1] * sy)
-        pixels = pixels[top : round(box[3] * sy), left : round(box[2] * sx)]
+        left, top, right, bottom = _rescaled_box(
+            box, width, height, (pixels.shape[1], pixels.shape[0])
+        )
+        pixels = pixels[top:bottom, left:right]
     orientation = row.get("exif_orientation")
     if pd.notna(orientation) and int(orientation) in _UPRIGHT:
         from PIL import Image
@@ -367,20 +389,10 @@ def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) 
     width, height = img.size
     if img.format in ("JPEG", "MPO"):
         # decode at the smallest DCT scale that still covers the output (or the face box)
-        cw, ch = (box[2] - box[0], box[3] - box[1]) if box else (width, height)
-        want = (
-            math.ceil(width * spec.size / max(cw, 1)),
-            math.ceil(height * spec.size / max(ch, 1)),
-        )
+        want = _draft_request(width, height, box, spec.size)
         img.draft("L" if spec.channels == 1 else "RGB", want)
         if box and img.size != (width, height):
-            sx, sy = img.size[0] / width, img.size[1] / height
-            box = (
-                round(box[0] * sx),
-                round(box[1] * sy),
-                round(box[2] * sx),
-                round(box[3] * sy),
-            )
+            box = _rescaled_box(box, width, height, img.size)
     img.seek(0)  # the first frame of an animation
     img.load()
     img = flatten(img)
