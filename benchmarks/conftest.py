@@ -66,7 +66,7 @@ LIMITS: dict[str, Limit] = {
     "train_peak_rss_growth": Limit("ceiling", 1.15, 1.15),
 }
 
-#: Targets the full run is known to miss, and why (see the README's Performance section).
+#: Targets the full run is known to miss, and why (see docs/performance.md).
 #: Each is an xfail(strict=True) there: the ratio is still asserted and reported, and the day
 #: it is met the run fails until the entry is removed. The quick run's floors are not affected.
 KNOWN_MISSES: dict[str, str] = {
