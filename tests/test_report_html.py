@@ -291,7 +291,9 @@ def test_thumbnails_judge_the_file_again_and_never_hang(clean_root: Path) -> Non
     thumbs = make_thumbnails(picked, clean_root, max_pixels=2000)
     assert "declares 64x64 = 4,096 px" in str(thumbs[happy].reason)
     assert "FileNotFoundError" in str(thumbs[sad].reason)
-    assert "no longer a regular file" in str(thumbs["happy/happy_001.jpg.fifo"].reason)
+    assert "a FIFO (named pipe), not a regular file" in str(
+        thumbs["happy/happy_001.jpg.fifo"].reason
+    )
 
 
 def test_charts_draw_without_sizes_and_name_what_they_leave_out() -> None:

@@ -45,6 +45,17 @@ class ManifestError(ToolkitError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class RecordError(UsageError):
+    """A record read back (manifest, quarantine.json, run.json) breaks its own format, or
+    names a path that could lead outside the folders involved: refused whole, before use."""
+
+    def __init__(self, path: Path, key: str, problem: str) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{self.path}: {key}: {problem}; the record is refused, nothing used")
+
+
 class QuarantineError(ToolkitError):
     """Moving files into quarantine, or back, would lose or overwrite something."""
 

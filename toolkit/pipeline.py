@@ -31,7 +31,7 @@ import pandas as pd
 from toolkit.errors import ManifestError, UsageError
 from toolkit.images import flatten
 from toolkit.rules import content_groups
-from toolkit.scan import leads_outside
+from toolkit.paths import leads_outside
 from toolkit.validate import ACCEPTED
 
 log = logging.getLogger(__name__)

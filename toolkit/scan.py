@@ -31,6 +31,7 @@ from toolkit.errors import DataRootError
 from toolkit.faces import INPUT_PX, FaceDetector
 from toolkit.images import flatten
 from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows
+from toolkit.paths import leads_outside, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ class FileScanner:
 
     def _fill_content(self, row: dict, full: str) -> None:
         try:
-            with open(full, "rb") as fh:
+            with open_regular(full) as fh:  # a FIFO swapped in since the stat: an error
                 if row["file_bytes"] <= READ_WHOLE_BYTES:
                     data: bytes | None = fh.read()
                     row["sha256"] = hashlib.sha256(data).hexdigest()
@@ -279,8 +280,13 @@ class FileScanner:
             row["read_error"] = f"cannot read: {exc.strerror or exc}"
             return
         if data is None:
-            with open(full, "rb") as fh:
-                head = fh.read(4096)
+            try:
+                with open_regular(full) as fh:
+                    head = fh.read(4096)
+            except OSError as exc:
+                row["is_readable"] = False
+                row["read_error"] = f"cannot read: {exc.strerror or exc}"
+                return
             row["detected_format"] = sniff_format(head)
             row["decode_error"] = "not decoded: file larger than the scan reads whole"
             return
@@ -405,17 +411,6 @@ def _decode_error_text(exc: Exception, detected: str) -> str:
     if name == "UnidentifiedImageError":
         return f"not an image Pillow can decode (content looks like {detected})"
     return f"{name}: {text}"
-
-
-def leads_outside(real_root: str, path: str) -> str | None:
-    """Where `path` really leads (symlinks followed) when that is outside `real_root`, else None.
-
-    `real_root` must itself be resolved (os.path.realpath).
-    """
-    target = os.path.realpath(path)
-    if os.path.commonpath([real_root, target]) == real_root:
-        return None
-    return target
 
 
 def _stat_error(exc: OSError, is_symlink: bool) -> str:

@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import re
-import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from toolkit.images import flatten
-from toolkit.scan import leads_outside
+from toolkit.paths import leads_outside, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +84,14 @@ def _thumbnail(row: dict, root: Path, max_pixels: int, side: int) -> Thumbnail:
 
 
 def _encode(path: str, max_pixels: int, side: int) -> Thumbnail:
-    # Non-blocking: a FIFO put where a file was would otherwise wait forever for a writer.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise OSError("no longer a regular file")
-        with Image.open(fh) as img:
-            if img.width * img.height > max_pixels:  # replaced since the scan: judge again
-                return Thumbnail(None, reason=_too_large(img.width, img.height, max_pixels))
-            if img.format == "JPEG":
-                img.draft("RGB", (side, side))
-            img.seek(0)
-            picture = _to_rgb(ImageOps.exif_transpose(img))
+    # a FIFO put where a file was would otherwise wait forever for a writer
+    with open_regular(path) as fh, Image.open(fh) as img:
+        if img.width * img.height > max_pixels:  # replaced since the scan: judge again
+            return Thumbnail(None, reason=_too_large(img.width, img.height, max_pixels))
+        if img.format == "JPEG":
+            img.draft("RGB", (side, side))
+        img.seek(0)
+        picture = _to_rgb(ImageOps.exif_transpose(img))
     picture.thumbnail((side, side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     picture.save(buf, format="JPEG", quality=THUMB_QUALITY)
