@@ -11,15 +11,18 @@ Two kinds, by what runs them (validate.py):
 
 Spelling is one everywhere: class `MinFileBytes` <-> rule `"min_file_bytes"` <-> profile key
 `[rules.min_file_bytes]` <-> report key <-> tests `test_min_file_bytes_*`. Thresholds live in
-profiles (validations/profiles), never here: the values below are only defaults.
+profiles (validations/profiles), never here: the values below are only defaults. What a
+profile may set them to is declared here, beside each parameter (`Between`, `OneOf` in its
+`Annotated` type); profiles.py refuses anything else when the profile loads.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -35,6 +38,56 @@ EXTENSION_FORMATS = {
     "bmp": "bmp", "dib": "bmp", "gif": "gif", "webp": "webp", "tif": "tiff", "tiff": "tiff",
     "svg": "svg", "ico": "ico", "heic": "heic", "avif": "avif",
 }  # fmt: skip
+
+#: The content formats a profile may allow: those the toolkit can name by extension.
+IMAGE_FORMATS = tuple(sorted(set(EXTENSION_FORMATS.values())))
+
+
+@dataclass(frozen=True)
+class Between:
+    """The values a number parameter may take: `low` to `high`, both included (None: no bound
+    on that side). NaN and infinity never: no threshold means them, and every comparison with
+    NaN is false, so a NaN threshold would silently pass or fail every file."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def allows(self, value: float) -> bool:
+        """Whether `value` lies in the range."""
+        return (
+            (isinstance(value, int) or math.isfinite(value))
+            and (self.low is None or value >= self.low)
+            and (self.high is None or value <= self.high)
+        )
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"from {self.low} to {self.high}"
+        if self.low is not None:
+            return f">= {self.low}"
+        return "finite" if self.high is None else f"<= {self.high}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """The values a string parameter (or each item of a list parameter) may take."""
+
+    choices: tuple[str, ...]
+
+    def allows(self, value: str) -> bool:
+        """Whether `value` is one of the choices."""
+        return value in self.choices
+
+    def __str__(self) -> str:
+        return f"one of {', '.join(self.choices)}"
+
+
+#: A format name in `allowed_format.formats`: a typo such as "jpg" would reject every JPEG.
+ImageFormat = Annotated[str, OneOf(IMAGE_FORMATS)]
+#: Bits two perceptual hashes (64 bits) may differ in and still count as one picture. Above a
+#: quarter of the bits it stops meaning "the same picture" (unrelated pictures differ in about
+#: half), and the band search in `content_groups` compares nearly every pair.
+PhashDistance = Annotated[int, Between(0, 16)]
 
 REGISTRY: dict[str, type[Rule]] = {}
 
@@ -217,7 +270,7 @@ class AllowedFormat(FileRule):
     """The content (not the name) must be one of the allowed formats."""
 
     name: ClassVar[str] = "allowed_format"
-    formats: tuple[str, ...] = ("jpeg", "png", "bmp")
+    formats: tuple[ImageFormat, ...] = ("jpeg", "png", "bmp")
 
     @property
     def rule(self) -> str:
@@ -261,7 +314,7 @@ class MinFileBytes(FileRule):
     """Tiny files are thumbnails, icons or failed downloads (the tutorial's 9 KB rule)."""
 
     name: ClassVar[str] = "min_file_bytes"
-    min_bytes: int = 9216
+    min_bytes: Annotated[int, Between(0)] = 9216
 
     @property
     def rule(self) -> str:
@@ -284,7 +337,8 @@ class MaxPixels(FileRule):
     """Images declaring huge sizes are rejected from their header (decompression bombs)."""
 
     name: ClassVar[str] = "max_pixels"
-    max_pixels: int = 100_000_000
+    #: at least one pixel: 0 would reject every file
+    max_pixels: Annotated[int, Between(1)] = 100_000_000
 
     @property
     def rule(self) -> str:
@@ -307,7 +361,7 @@ class MinSide(FileRule):
     """Images too small to hold a readable face."""
 
     name: ClassVar[str] = "min_side"
-    min_px: int = 32
+    min_px: Annotated[int, Between(0)] = 32
 
     @property
     def rule(self) -> str:
@@ -446,7 +500,7 @@ class LabelConflict(DatasetRule):
 
     name: ClassVar[str] = "label_conflict"
     per_file: ClassVar[bool] = True
-    max_phash_distance: int = 0
+    max_phash_distance: PhashDistance = 0
 
     @property
     def rule(self) -> str:
@@ -561,7 +615,7 @@ class NearDuplicate(_CopyRule):
     name: ClassVar[str] = "near_duplicate"
     prefix: ClassVar[str] = "near"
     severity: str = "warning"
-    max_phash_distance: int = 4
+    max_phash_distance: PhashDistance = 4
 
     def _phash_distance(self) -> int | None:
         return self.max_phash_distance
@@ -600,7 +654,7 @@ class MinClasses(DatasetRule):
     name: ClassVar[str] = "min_classes"
     table: ClassVar[str] = "classes_present"
     after_rejection: ClassVar[bool] = True
-    min_classes: int = 2
+    min_classes: Annotated[int, Between(0)] = 2
 
     @property
     def rule(self) -> str:
@@ -622,7 +676,7 @@ class MinFilesPerClass(DatasetRule):
     name: ClassVar[str] = "min_files_per_class"
     table: ClassVar[str] = "classes"
     after_rejection: ClassVar[bool] = True
-    min_files: int = 20
+    min_files: Annotated[int, Between(0)] = 20
 
     @property
     def rule(self) -> str:
@@ -643,7 +697,8 @@ class ClassBalance(DatasetRule):
     name: ClassVar[str] = "class_balance"
     table: ClassVar[str] = "classes"
     after_rejection: ClassVar[bool] = True
-    min_ratio: float = 0.5
+    #: a class holds at most 100% of the largest class, so above 1 every dataset fails
+    min_ratio: Annotated[float, Between(0, 1)] = 0.5
 
     @property
     def rule(self) -> str:
@@ -668,7 +723,7 @@ class MaxDuplicateShare(DatasetRule):
 
     name: ClassVar[str] = "max_duplicate_share"
     table: ClassVar[str] = "duplicates"
-    max_share: float = 0.05
+    max_share: Annotated[float, Between(0, 1)] = 0.05
 
     @property
     def rule(self) -> str:
@@ -692,7 +747,7 @@ class MaxRejectedShare(DatasetRule):
     name: ClassVar[str] = "max_rejected_share"
     table: ClassVar[str] = "dataset"
     after_rejection: ClassVar[bool] = True
-    max_share: float = 0.5
+    max_share: Annotated[float, Between(0, 1)] = 0.5
 
     @property
     def rule(self) -> str:
@@ -708,4 +763,23 @@ class MaxRejectedShare(DatasetRule):
             f"{int(row['n_rejected']):,} of {int(row['n_files']):,} files "
             f"({row['rejected_share']:.0%}) rejected; at most {self.max_share:.0%} allowed "
             "(is this the right profile?)"
+        )
+
+
+def contradictions(rules: Iterable[Rule]) -> Iterator[tuple[str, Any, str]]:
+    """(key, value, what is allowed) for each threshold that, beside another blocking rule's,
+    leaves no file that can pass both: a profile holding one rejects every file."""
+    blocking = {r.name: r for r in rules if r.is_blocking}
+    side, pixels = blocking.get("min_side"), blocking.get("max_pixels")
+    too_square = (
+        isinstance(side, MinSide)
+        and isinstance(pixels, MaxPixels)
+        and side.min_px**2 > pixels.max_pixels
+    )
+    if too_square:
+        yield (
+            "rules.min_side.min_px",
+            side.min_px,
+            f"an integer <= {math.isqrt(pixels.max_pixels):,}, as an image at least that "
+            f"wide and tall must fit rules.max_pixels.max_pixels ({pixels.max_pixels:,})",
         )
