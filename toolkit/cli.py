@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from toolkit.errors import DatasetFailedError, ToolkitError, UsageError
+from toolkit.text import escape_controls
 
 app = typer.Typer(
     name="toolkit",
@@ -172,7 +173,7 @@ def scan(
 
     manifest = scan_folder(data, jobs=jobs, options=ScanOptions(detect_faces=faces), progress=True)
     target = write_manifest(manifest, out)
-    typer.echo(f"scanned {len(manifest):,} files -> {target}")
+    _say(f"scanned {len(manifest):,} files -> {target}")
 
 
 @app.command()
@@ -295,7 +296,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(scores, indent=2))
         return
-    typer.echo(
+    _say(
         f"{', '.join(map(str, data))}: scored {scores['n_scored']:,} files "
         f"({scores['n_rejected']:,} rejected by profile {scores['profile']}, "
         f"{scores['n_left_out']:,} left out)"
@@ -303,10 +304,10 @@ def evaluate(
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "expected_calibration_error"):
         value = scores[key]
         typer.echo(f"  {key:<28}{'n/a' if value is None else f'{value:.3f}'}")
-    typer.echo(f"  confusion matrix (rows true {scores['labels']}): {scores['confusion_matrix']}")
+    _say(f"  confusion matrix (rows true {scores['labels']}): {scores['confusion_matrix']}")
     for key, group in scores.get("by_face", {}).items():
         right = "n/a" if group["accuracy"] is None else f"{group['accuracy']:.3f}"
-        typer.echo(f"  accuracy, {key.replace('_', ' '):<18}{right} ({group['n']:,} files)")
+        _say(f"  accuracy, {key.replace('_', ' '):<18}{right} ({group['n']:,} files)")
 
 
 @app.command()
@@ -325,7 +326,7 @@ def predict(
         typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
     else:
         for r in results:
-            typer.echo(r.line(), err=r.error is not None)
+            _say(r.line(), err=r.error is not None)
     if any(r.error is not None for r in results):
         raise typer.Exit(1)
 
@@ -365,9 +366,9 @@ def quarantine(
     from toolkit.quarantine import quarantine_rejected
 
     record = quarantine_rejected(run, into)
-    typer.echo(f"moved {record.n_moved} rejected files into {into} (record: {record.path})")
+    _say(f"moved {record.n_moved} rejected files into {into} (record: {record.path})")
     for line in record.skipped:
-        typer.echo(f"  not moved: {line}")
+        _say(f"  not moved: {line}")
 
 
 @app.command()
@@ -378,7 +379,7 @@ def restore(
     from toolkit.quarantine import restore_quarantined
 
     n = restore_quarantined(folder)
-    typer.echo(f"restored {n} files from {folder}")
+    _say(f"restored {n} files from {folder}")
 
 
 def _parse_ratios(text: str) -> tuple[float, float, float]:
@@ -408,7 +409,7 @@ def _validated(root: Path, spec: str, jobs: int | None) -> Any:
 
     rules = load_profile(spec)
     result = validate_manifest(scan_folder(root, jobs=jobs, progress=True), rules)
-    typer.echo(
+    _say(
         f"{root}: {len(result.manifest):,} files, {len(result.accepted):,} accepted, "
         f"{len(result.rejected):,} rejected (profile {rules.name})",
         err=True,
@@ -420,8 +421,14 @@ def _validated(root: Path, spec: str, jobs: int | None) -> Any:
     return frame
 
 
+def _say(line: str, *, err: bool = False) -> None:
+    """Print one line holding names from the data: their controls and bidi overrides are
+    shown escaped, never obeyed by the terminal (the names themselves stay as they are)."""
+    typer.echo(escape_controls(line), err=err)
+
+
 def _echo_training(result: Any) -> None:
-    echo = typer.echo
+    echo = _say
     echo(f"classes {result.labels}; files per split:")
     for split, counts in result.split_counts.items():
         echo(f"  {split:<11}" + "  ".join(f"{k} {v:,}" for k, v in counts.items()))
@@ -506,7 +513,7 @@ def _echo_summary(
     seconds: float,
     data_docs: Path | None = None,
 ) -> None:
-    echo = typer.echo
+    echo = _say
     echo(
         f"{data}: {report['n_files']:,} files, profile {report['profile']['name']}, {seconds:.1f} s"
     )

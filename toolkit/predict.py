@@ -17,6 +17,7 @@ import pandas as pd
 from toolkit.evaluate import Run, load_run, predict_proba, predicted_classes
 from toolkit.pipeline import DecodedImages, ImageProblem, load_image
 from toolkit.scan import FileScanner, ScanOptions
+from toolkit.text import escape_controls
 
 #: What predict decodes: the formats validation can accept (it never sees the profile).
 DECODABLE_FORMATS = frozenset({"jpeg", "png", "bmp", "gif", "webp", "tiff"})
@@ -32,10 +33,10 @@ class Prediction:
     error: str | None = None
 
     def line(self) -> str:
-        """`path: label probability` or `path: error: why`."""
+        """`path: label probability` or `path: error: why`, safe to print (controls escaped)."""
         if self.error is not None:
-            return f"{self.path}: error: {self.error}"
-        return f"{self.path}: {self.label} {self.probability:.3f}"
+            return escape_controls(f"{self.path}: error: {self.error}")
+        return escape_controls(f"{self.path}: {self.label} {self.probability:.3f}")
 
     def as_dict(self) -> dict[str, object]:
         """For --json."""

@@ -19,6 +19,7 @@ from toolkit import __version__
 from toolkit.manifest import normalise_manifest
 from toolkit.profiles import Profile
 from toolkit.rules import DatasetRule, FileRule
+from toolkit.text import escape_controls
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ class Finding:
     detail: str
 
     def line(self) -> str:
-        """The linter-style line: `path: rule: detail`."""
-        return f"{self.path}: {self.rule}: {self.detail}"
+        """The linter-style line: `path: rule: detail`, safe to print (controls escaped)."""
+        return escape_controls(f"{self.path}: {self.rule}: {self.detail}")
 
 
 @dataclass

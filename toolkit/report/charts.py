@@ -1,19 +1,25 @@
 """The report's charts, drawn with matplotlib (Agg, no pyplot state) into PNG data: URIs.
 
 Each chart draws the profile's thresholds on the data they judge, so a reader sees how far
-the files are from the bound, not only that they broke it.
+the files are from the bound, not only that they broke it. Every plot here and in
+`toolkit.report.training` draws under `plain_text` and saves through `png_bytes`, and
+shows a name from the data through `shown`: a class named `$\\bogus$` is text, not math.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
+
+from toolkit.text import escape_controls
 
 ACCEPTED_COLOUR = "#2e7d32"
 REJECTED_COLOUR = "#c62828"
@@ -22,6 +28,44 @@ BOUND_COLOUR = "#e65100"
 #: Classes drawn at most (the largest); the rest are named in the caption.
 MAX_CLASSES_DRAWN = 40
 _DPI = 100
+#: Every text of a chart is drawn as written: no TeX, no mathtext. A name is data, and
+#: `$...$` in it would otherwise be parsed as math (and crash the plot when it is not math).
+PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def plain_text(draw: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a plotting function with `PLAIN_TEXT`: every Text it makes, and every tick label
+    made while it saves, reads no markup (matplotlib reads these settings per Text made)."""
+
+    @functools.wraps(draw)
+    def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        import matplotlib
+
+        with matplotlib.rc_context(PLAIN_TEXT):
+            return draw(*args, **kwargs)
+
+    return inner
+
+
+def shown(name: object) -> str:
+    """A name from the data as a plot draws it: controls and bidi overrides escaped."""
+    return escape_controls(str(name))
+
+
+def png_bytes(fig: Any, **savefig: Any) -> bytes:
+    """The figure as PNG bytes; a character the font lacks draws as a box, not a warning."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # A class folder named in a script the default font lacks draws boxes, not an error.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message="Matplotlib currently does not support", category=UserWarning
+        )
+        fig.savefig(buf, format="png", **savefig)
+    return buf.getvalue()
 
 
 @dataclass(frozen=True)
@@ -35,6 +79,7 @@ class Chart:
     caption: str
 
 
+@plain_text
 def plot_classes(classes: pd.DataFrame, *, min_ratio: float | None, min_files: int | None) -> Chart:
     """Files per class before (found) and after (accepted) validation, with the bounds."""
     drawn = classes.sort_values("n_files", ascending=False, kind="stable").head(MAX_CLASSES_DRAWN)
@@ -47,10 +92,9 @@ def plot_classes(classes: pd.DataFrame, *, min_ratio: float | None, min_files: i
         ax.bar_label(bars, fmt="{:,.0f}", fontsize=7, padding=1)
     ax.set_xticks(x)
     ax.set_xticklabels(
-        drawn["label"],
+        [shown(label) for label in drawn["label"]],
         rotation=30 if len(drawn) > 6 else 0,
         ha="right" if len(drawn) > 6 else "center",
-        parse_math=False,
     )
     words = []
     largest = int(classes["n_accepted"].max()) if len(classes) else 0
@@ -73,7 +117,7 @@ def plot_classes(classes: pd.DataFrame, *, min_ratio: float | None, min_files: i
     _legend(fig, ax)
     ax.margins(y=0.15)
     counts = "; ".join(
-        f"{r.label}: {r.n_files:,} found, {r.n_accepted:,} accepted"
+        f"{shown(r.label)}: {r.n_files:,} found, {r.n_accepted:,} accepted"
         for r in drawn.head(12).itertuples()
     )
     more = len(classes) - min(len(drawn), 12)
@@ -86,6 +130,7 @@ def plot_classes(classes: pd.DataFrame, *, min_ratio: float | None, min_files: i
     return _chart(fig, "chart-classes", "Files per class", ". ".join([alt, *words]), caption)
 
 
+@plain_text
 def plot_file_sizes(manifest: pd.DataFrame, *, min_bytes: int | None) -> Chart:
     """Histogram of file sizes (log scale), accepted and rejected stacked, with the floor."""
     fig, ax = _figure()
@@ -131,6 +176,7 @@ def plot_file_sizes(manifest: pd.DataFrame, *, min_bytes: int | None) -> Chart:
     return _chart(fig, "chart-file-sizes", "File size", alt, caption)
 
 
+@plain_text
 def plot_dimensions(
     manifest: pd.DataFrame, *, min_side: int | None, max_pixels: int | None
 ) -> Chart:
@@ -261,10 +307,5 @@ def _no_data(ax: Any, text: str) -> None:
 
 
 def _chart(fig: Any, ident: str, title: str, alt: str, caption: str) -> Chart:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        # A class folder named in a script the default font lacks draws boxes, not an error.
-        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
-        fig.savefig(buf, format="png", dpi=_DPI)
-    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    src = "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi=_DPI)).decode("ascii")
     return Chart(ident, title, src, alt, caption)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from toolkit.manifest import atomic_write_text
-from toolkit.report.charts import Chart, plot_classes, plot_dimensions, plot_file_sizes
+from toolkit.report.charts import Chart, plot_classes, plot_dimensions, plot_file_sizes, shown
 from toolkit.report.thumbnails import Thumbnail, make_thumbnails
 
 if TYPE_CHECKING:
@@ -252,4 +252,5 @@ def _template() -> Any:
         lstrip_blocks=True,
     )
     env.filters["n"] = lambda value: f"{value:,}"
+    env.filters["shown"] = shown  # a name as a reader sees it: controls and bidi escaped
     return env.get_template("report.html.j2")

@@ -1,13 +1,17 @@
-"""Plots of a training run: learning curves, confusion matrix, reliability diagram (PNG)."""
+"""Plots of a training run: learning curves, confusion matrix, reliability diagram (PNG).
+
+Drawn like the report's charts (`toolkit.report.charts`): no pyplot state, every text plain
+(a class named `$\\bogus$` is not math), names from the data shown with controls escaped.
+"""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from toolkit.manifest import atomic_write
+from toolkit.report.charts import plain_text, png_bytes, shown
 
 CURVES_PNG = "curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -15,24 +19,19 @@ RELIABILITY_PNG = "reliability.png"
 
 
 def _save(fig: Any, target: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(target, lambda fh: fh.write(buf.getvalue()), binary=True)
+    data = png_bytes(fig, dpi=110, bbox_inches="tight")
+    atomic_write(target, lambda fh: fh.write(data), binary=True)
     return target
 
 
 def _figure(ncols: int = 1, width: float = 5.0) -> tuple[Any, Any]:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, any backend
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(width * ncols, 3.8), squeeze=False)
+    fig = Figure(figsize=(width * ncols, 3.8))
+    return fig, fig.subplots(1, ncols, squeeze=False)
 
 
+@plain_text
 def plot_curves(history: dict[str, Sequence[float]], target: Path, title: str = "") -> Path:
     """loss vs val_loss and accuracy vs val_accuracy per epoch, the tutorial's two plots."""
     fig, axes = _figure(2)
@@ -46,10 +45,11 @@ def plot_curves(history: dict[str, Sequence[float]], target: Path, title: str = 
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(shown(title))
     return _save(fig, target)
 
 
+@plain_text
 def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], target: Path) -> Path:
     """The confusion matrix, counts in the cells, true label on the rows."""
     import numpy as np
@@ -59,8 +59,9 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], targe
     ax = axes[0][0]
     ax.imshow(m, cmap="Blues")
     ticks = range(len(labels))
-    ax.set_xticks(list(ticks), labels=list(labels))
-    ax.set_yticks(list(ticks), labels=list(labels))
+    names = [shown(label) for label in labels]
+    ax.set_xticks(list(ticks), labels=names)
+    ax.set_yticks(list(ticks), labels=names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     threshold = m.max() / 2 if m.size else 0
@@ -78,6 +79,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], targe
     return _save(fig, target)
 
 
+@plain_text
 def plot_reliability(bins: Sequence[dict[str, Any]], ece: float | None, target: Path) -> Path:
     """Accuracy against confidence per bin: on the diagonal, probabilities mean what they say."""
     fig, axes = _figure(1, width=4.2)
