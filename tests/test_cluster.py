@@ -28,7 +28,7 @@ from toolkit.validate import validate_manifest
 pytest.importorskip("distributed")
 
 #: report.json keys that say when and how, not what
-_RUN_KEYS = {"seconds", "command", "created_at"}
+_RUN_KEYS = {"seconds", "command", "created_at", "run_id"}
 
 
 @pytest.fixture(scope="module")

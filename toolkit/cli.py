@@ -29,7 +29,6 @@ app = typer.Typer(
 
 DEMO_DIR = Path("data/demo")
 RUNS_DIR = Path("runs")
-DATA_DOCS_DIR = "data_docs"
 MAX_FINDING_LINES = 20
 #: report.html draws every file: above this many, the Dask engine writes report.json only.
 HTML_MAX_FILES = 500_000
@@ -103,7 +102,14 @@ def validate(
     Exit code 0 when the dataset passes every blocking rule, 1 when it does not.
     """
     from toolkit.cluster import check_engine
-    from toolkit.manifest import write_manifest
+    from toolkit.manifest import RUN_ID_KEY, write_manifest
+    from toolkit.outputs import (
+        DATA_DOCS_DIR,
+        check_output,
+        check_replaceable,
+        new_run_id,
+        staged_outputs,
+    )
     from toolkit.profiles import load_profile
     from toolkit.report import write_report_json
     from toolkit.scan import ScanOptions, scan_folder
@@ -116,44 +122,57 @@ def validate(
     if (scheduler or workers) and engine != "dask":
         raise UsageError("--scheduler and --workers need --engine dask")
     out = out or RUNS_DIR / (_folder_name(source) or "data")
+    check_output(out, [source])  # so does an output folder among the data, or a bad one
+    check_replaceable(out)
+    run_id = new_run_id()
     options = ScanOptions(detect_faces=faces)
-    if engine == "dask":
-        result, seconds = _validate_on_dask(source, rules, out, options, scheduler, workers)
-    else:
-        manifest = scan_folder(Path(source), jobs=jobs, options=options, progress=True)
-        scanned = time.perf_counter()
-        result = validate_manifest(manifest, rules)
-        seconds = {"scan": round(scanned - started, 2)}
-        seconds["validate"] = round(time.perf_counter() - scanned, 2)
-        write_manifest(result.manifest, out)
-    finished = time.perf_counter()
-    result.extra.update(
-        command=_command_line(),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        seconds=seconds,
-    )
-    report = result.to_report()
-    report_path = None
-    if html and result.manifest is None:
-        typer.echo(
-            f"report.html skipped: over {HTML_MAX_FILES:,} files (report.json has every finding)",
-            err=True,
+    with staged_outputs(out, run_id) as staging:  # every output lands together, or none
+        if engine == "dask":
+            result, seconds = _validate_on_dask(
+                source, rules, staging.folder, options, scheduler, workers, run_id
+            )
+        else:
+            manifest = scan_folder(Path(source), jobs=jobs, options=options, progress=True)
+            scanned = time.perf_counter()
+            result = validate_manifest(manifest, rules)
+            seconds = {"scan": round(scanned - started, 2)}
+            seconds["validate"] = round(time.perf_counter() - scanned, 2)
+            result.manifest.attrs[RUN_ID_KEY] = run_id
+            write_manifest(result.manifest, staging.folder)
+        finished = time.perf_counter()
+        result.extra.update(
+            run_id=run_id,
+            command=_command_line(),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            seconds=seconds,
         )
-    elif html:
-        from toolkit.report.html import write_report_html
+        report = result.to_report()
+        report_path = None
+        if html and result.manifest is None:
+            typer.echo(
+                f"report.html skipped: over {HTML_MAX_FILES:,} files "
+                "(report.json has every finding)",
+                err=True,
+            )
+        elif html:
+            from toolkit.report.html import write_report_html
 
-        began = time.perf_counter()
-        report_path = write_report_html(result, report, out, jobs=jobs)
-        report["seconds"]["report"] = round(time.perf_counter() - began, 2)
-    docs = None
-    if data_docs:
-        from toolkit.gx import write_data_docs
+            began = time.perf_counter()
+            report_path = write_report_html(result, report, staging.folder, jobs=jobs)
+            report["seconds"]["report"] = round(time.perf_counter() - began, 2)
+        docs = None
+        if data_docs:
+            from toolkit.gx import write_data_docs
 
-        began = time.perf_counter()
-        docs = write_data_docs(result.suite_results, out / DATA_DOCS_DIR)
-        report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
-    json_path = write_report_json(report, out)
-    _echo_summary(source, report, result, report_path or json_path, finished - started, docs)
+            began = time.perf_counter()
+            docs = write_data_docs(
+                result.suite_results, staging.folder / DATA_DOCS_DIR, f"toolkit-validate-{run_id}"
+            )
+            staging.mark(docs.parent)
+            report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
+        json_path = write_report_json(report, staging.folder)
+    shown = staging.final(report_path or json_path)
+    _echo_summary(source, report, result, shown, finished - started, docs and staging.final(docs))
     if not result.passed:
         raise typer.Exit(1)
 
@@ -168,11 +187,17 @@ def scan(
     faces: FacesOpt = True,
 ) -> None:
     """Scan DATA into a manifest (no rules): one row per file found."""
-    from toolkit.manifest import write_manifest
+    from toolkit.manifest import RUN_ID_KEY, write_manifest
+    from toolkit.outputs import check_output, check_replaceable, new_run_id, staged_outputs
     from toolkit.scan import ScanOptions, scan_folder
 
+    check_output(out, [data])
+    check_replaceable(out)
+    run_id = new_run_id()
     manifest = scan_folder(data, jobs=jobs, options=ScanOptions(detect_faces=faces), progress=True)
-    target = write_manifest(manifest, out)
+    manifest.attrs[RUN_ID_KEY] = run_id
+    with staged_outputs(out, run_id) as staging:
+        target = staging.final(write_manifest(manifest, staging.folder))
     _say(f"scanned {len(manifest):,} files -> {target}")
 
 
@@ -246,6 +271,7 @@ def train(
         return
     from toolkit.evaluate import RUN_JSON
     from toolkit.models import get_recipe
+    from toolkit.outputs import check_new_folder, check_output
 
     get_recipe(model)  # an unknown model fails before a long scan
     read_worker(strategy)  # so do an unknown strategy and a bad TF_CONFIG
@@ -256,8 +282,12 @@ def train(
     out = out or RUNS_DIR / f"{name}-{model}"
     if (out / RUN_JSON).exists():
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or pick --out")
+    frames = [read_manifest(m) for m in manifest or []]
+    # the run folder stays clear of every data folder, before a scan or TensorFlow starts
+    roots = [f.attrs.get("root") for f in frames if f.attrs.get("root")] if manifest else sources
+    check_output(out, roots)
+    check_new_folder(out)
     if manifest:
-        frames = [read_manifest(m) for m in manifest]
         profiles = [str(f.attrs.get("profile") or "tutorial") for f in frames]
     else:
         profiles = _profiles_for(sources, profile)
@@ -475,9 +505,10 @@ def _validate_on_dask(
     options: Any,
     scheduler: str | None,
     workers: int | None,
+    run_id: str,
 ) -> tuple[Any, dict[str, float]]:
-    """Scan and validate on Dask; write the partitioned manifest. The Validation carries the
-    manifest in this process only when it is small enough for report.html."""
+    """Scan and validate on Dask; write the partitioned manifest into `out`. The Validation
+    carries the manifest in this process only when it is small enough for report.html."""
     from dataclasses import replace
 
     from toolkit.cluster import (
@@ -486,12 +517,14 @@ def _validate_on_dask(
         validate_cluster,
         write_partitioned_manifest,
     )
+    from toolkit.manifest import RUN_ID_KEY
 
     began = time.perf_counter()
     with connect(ClusterOptions(scheduler=scheduler, n_workers=workers)) as client:
         connected = time.perf_counter()
         found = validate_cluster(client, source, rules, options=options)
         validated = time.perf_counter()
+        found.attrs[RUN_ID_KEY] = run_id
         write_partitioned_manifest(found, out)
         n_files = found.validation.counts.n_files if found.validation.counts else 0
         small = n_files <= HTML_MAX_FILES

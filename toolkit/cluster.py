@@ -49,6 +49,7 @@ from toolkit.manifest import (
     manifest_from_rows,
     normalise_manifest,
 )
+from toolkit.outputs import replace_output
 from toolkit.profiles import Profile
 from toolkit.rules import LabelConflict, NearDuplicate, phash_bands, phash_values
 from toolkit.scan import FileScanner, ScanOptions, list_class_folders, list_entries
@@ -458,24 +459,10 @@ def write_partitioned_manifest(result: ClusterValidation, out_dir: Path) -> Path
     metadata = {METADATA_KEY: json.dumps(result.attrs, default=str).encode()}
     try:
         frame.to_parquet(str(tmp), write_index=False, custom_metadata=metadata)
-        _replace(tmp, target)
+        replace_output(tmp, target)  # refuses to replace anything the toolkit did not write
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _replace(new: Path, target: Path) -> None:
-    """Put `new` (a folder) at `target` (file, folder or nothing) with renames only."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
-    os.replace(target, old)
-    os.replace(new, target)
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink(missing_ok=True)
 
 
 def check_engine(engine: str) -> None:

@@ -56,6 +56,17 @@ class RecordError(UsageError):
         super().__init__(f"{self.path}: {key}: {problem}; the record is refused, nothing used")
 
 
+class OutputError(UsageError):
+    """An output folder or file the command must not write: it overlaps a data folder, is a
+    file where a folder belongs, cannot be written, or holds something the toolkit did not
+    write (which it never replaces)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
 class QuarantineError(ToolkitError):
     """Moving files into quarantine, or back, would lose or overwrite something."""
 

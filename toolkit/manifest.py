@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from typing import IO, Any
 
 import pandas as pd
 
-from toolkit.errors import ManifestError
+from toolkit.errors import ManifestError, OutputError
+from toolkit.paths import open_regular
 
 #: column -> (pandas dtype, what it means). The single source of the manifest's schema.
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -67,6 +69,12 @@ MANIFEST_PARQUET = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
 #: The Parquet schema metadata key that carries manifest.attrs (root, class folders, profile).
 METADATA_KEY = b"toolkit"
+#: The key under which every output of a validate or scan run records that run's id
+#: (manifest.attrs and so the Parquet metadata, report.json, report.html); toolkit.outputs.
+RUN_ID_KEY = "run_id"
+#: The Dask engine's part files inside a manifest.parquet folder, and the summary files a
+#: Parquet writer may add beside them.
+_PART_NAME = re.compile(r"part\.\d+\.parquet|_metadata|_common_metadata")
 
 
 def empty_manifest() -> pd.DataFrame:
@@ -109,14 +117,81 @@ def write_manifest(manifest: pd.DataFrame, out_dir: Path) -> Path:
     meta = dict(table.schema.metadata or {})
     meta[METADATA_KEY] = json.dumps(manifest.attrs, default=str).encode()
     table = table.replace_schema_metadata(meta)
-    target = out_dir / MANIFEST_PARQUET
+    target, csv = out_dir / MANIFEST_PARQUET, out_dir / MANIFEST_CSV
+    for path, ours in ((target, is_manifest), (csv, is_manifest_csv)):
+        if os.path.lexists(path) and not ours(path):  # never replace what we did not write
+            raise OutputError(path, NOT_OURS)
     if target.is_dir():  # the Dask engine's folder of parts from an earlier run
         old = target.with_name(f".{target.name}.old{os.getpid()}")
         os.replace(target, old)
         shutil.rmtree(old, ignore_errors=True)
     atomic_write(target, lambda fh: pq.write_table(table, fh), binary=True)
-    atomic_write(out_dir / MANIFEST_CSV, lambda fh: manifest.to_csv(fh, index=False))
+    atomic_write(csv, lambda fh: manifest.to_csv(fh, index=False))
     return target
+
+
+#: What an output refused for not being ours says.
+NOT_OURS = (
+    "is not an output the toolkit wrote, and the toolkit never replaces what it did not "
+    "write; move it away or pick another output folder"
+)
+
+
+def manifest_attrs(path: Path) -> list[dict[str, Any]] | None:
+    """The attrs each part of the manifest at `path` records, or None when `path` is not a
+    manifest the toolkit wrote (a Parquet file, or a folder of Parquet parts, with our
+    metadata key). Reads only the Parquet footers; links are never followed."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.is_symlink():
+        return None
+    if path.is_dir():
+        parts = sorted(path.iterdir())
+        if not parts or not all(_PART_NAME.fullmatch(p.name) for p in parts):
+            return None
+        parts = [p for p in parts if p.name.startswith("part.")]
+    else:
+        parts = [path]
+    found = []
+    for part in parts:
+        if part.is_symlink() or not part.is_file():
+            return None
+        try:
+            raw = (pq.read_schema(part).metadata or {}).get(METADATA_KEY)
+            attrs = json.loads(raw) if raw is not None else None
+        except Exception:  # anything unreadable as our Parquet is simply not ours
+            return None
+        if not isinstance(attrs, dict):
+            return None
+        found.append(attrs)
+    return found or None
+
+
+def is_manifest(path: Path) -> bool:
+    """`path` is a manifest.parquet the toolkit wrote (a file, or the Dask engine's folder)."""
+    return manifest_attrs(path) is not None
+
+
+def manifest_run_id(path: Path) -> str | None:
+    """The run id the manifest at `path` records (None: none, or its parts disagree)."""
+    ids = {str(a.get(RUN_ID_KEY)) for a in manifest_attrs(path) or [] if a.get(RUN_ID_KEY)}
+    return ids.pop() if len(ids) == 1 else None
+
+
+def is_manifest_csv(path: Path) -> bool:
+    """`path` is a manifest.csv the toolkit wrote: a regular file whose header row starts
+    with the scan's columns, in order."""
+    path = Path(path)
+    if path.is_symlink():
+        return False
+    header = ",".join(SCAN_COLUMNS)
+    try:
+        with open_regular(path) as fh:
+            head = fh.read(len(header) + 1)
+    except OSError:
+        return False
+    return head.decode("utf-8", "replace").startswith(header)
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from typing import Any
 
 from toolkit.errors import QuarantineError
 from toolkit.manifest import atomic_write_text, read_manifest
+from toolkit.outputs import check_output
 
 RECORD = "quarantine.json"
 
@@ -41,6 +42,9 @@ def quarantine_rejected(run_dir: Path, into: Path) -> QuarantineRecord:
     if not root.is_dir():
         raise QuarantineError(root, "the data folder of this run is gone")
     into = Path(into)
+    # moving files into the data folder, the run folder or a folder holding either loses them
+    check_output(into, [root], option="--into")
+    check_output(into, [Path(run_dir)], option="--into", what="the run folder")
     record_path = into / RECORD
     if record_path.exists():
         raise QuarantineError(record_path, "already holds a quarantine: restore it first")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from toolkit.manifest import atomic_write_text
+from toolkit.report import REPORT_HTML
 from toolkit.report.charts import Chart, plot_classes, plot_dimensions, plot_file_sizes, shown
 from toolkit.report.thumbnails import Thumbnail, make_thumbnails
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPORT_HTML = "report.html"
 #: Files shown per rule (in path order); the rest are counted: "and N more".
 MAX_FILES_PER_GROUP = 24
 #: Sets of the same picture shown per rule, and files shown per set.
