@@ -1,21 +1,29 @@
 """The `toolkit` command: parse, call one verb, map ToolkitError to an exit code.
 
-Exit codes: 0 the dataset passed (or the verb succeeded), 1 it failed a blocking rule,
-2 the command was used wrongly (missing folder, unknown profile, bad option).
+Exit codes: 0 the dataset passed (or the verb succeeded), 1 it failed a blocking rule
+(predict: a file failed), 2 the command was used wrongly or an input was refused (missing
+folder, bad profile value, bad option), 3 internal error: a crash, never a verdict on the
+data (one line names the file being processed and where the traceback went; --debug prints
+it), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import shlex
 import sys
+import tempfile
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from toolkit.errors import DatasetFailedError, ToolkitError, UsageError
+from toolkit import __version__
+from toolkit.errors import DatasetFailedError, ToolkitError, UsageError, processed_path
 from toolkit.text import escape_controls
 
 app = typer.Typer(
@@ -25,7 +33,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    epilog="Exit codes: 0 passed, 1 the dataset failed a blocking rule (predict: a file "
+    "failed), 2 wrong usage or a refused input, 3 internal error (a crash, not a verdict; "
+    "--debug prints its traceback), 130 interrupted.",
 )
+
+#: Exit code of a crash: a bug or an unforeseen condition, never a verdict on the data.
+EXIT_INTERNAL_ERROR = 3
+#: Exit code of Ctrl-C, as shells report a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 DEMO_DIR = Path("data/demo")
 RUNS_DIR = Path("runs")
@@ -577,14 +593,87 @@ def _echo_summary(
     echo(f"verdict: {verdict}; manifest and report in {report_path.parent}")
 
 
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="On an internal error (exit 3), print the traceback instead of writing it "
+            "to a file. Works anywhere on the command line.",
+        ),
+    ] = False,
+) -> None:
+    # main() reads --debug itself, wherever it stands; declared here for --help and the parser
+    del debug
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (the console script exits)."""
-    _ARGV[:] = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    _ARGV[:] = args
+    args, debug = _debug_first(args)
     try:
-        app(args=argv, prog_name="toolkit")
+        app(args=args, prog_name="toolkit")
     except SystemExit as exc:  # typer's way out: usage errors exit 2, `typer.Exit(n)` n
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if code == EXIT_INTERRUPTED and _caused_by(exc, KeyboardInterrupt):
+            typer.echo("toolkit: interrupted", err=True)
+        return code
     except ToolkitError as exc:
         typer.echo(f"toolkit: error: {exc}", err=True)
         return exc.exit_code
+    except KeyboardInterrupt:  # outside a command (typer turns one inside into exit 130)
+        typer.echo("toolkit: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        _report_crash(exc, args, debug=debug)
+        return EXIT_INTERNAL_ERROR
     return 0
+
+
+def _debug_first(args: list[str]) -> tuple[list[str], bool]:
+    """The arguments with `--debug` (anywhere before `--`) moved in front of the command,
+    where the app's option takes it; and whether it was given."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args, False
+    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]], True
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _report_crash(exc: Exception, args: list[str], *, debug: bool) -> None:
+    """One line on stderr for an unexpected exception: what the toolkit was doing, the
+    exception, and the file holding its traceback (printed instead under --debug)."""
+    path = processed_path(exc)
+    verb = next((a for a in args if not a.startswith("-")), "")
+    doing = f"processing {path}" if path is not None else f"running toolkit {verb}".rstrip()
+    # names and messages come from the data: escaped, they cannot break the one line
+    line = escape_controls(f"toolkit: internal error while {doing}: {type(exc).__name__}: {exc}")
+    text = "".join(traceback.format_exception(exc))
+    if debug:  # line by line, so the traceback keeps its shape
+        typer.echo("\n".join(map(escape_controls, text.split("\n"))), err=True, nl=False)
+        typer.echo(line, err=True)
+        return
+    try:
+        # the system's temporary folder: never the data root or the output folder
+        fd, name = tempfile.mkstemp(prefix="toolkit-crash-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(f"{_command_line()}\n")
+            fh.write(f"toolkit {__version__}, Python {platform.python_version()}, ")
+            fh.write(f"{platform.platform()}, {datetime.now(UTC).isoformat(timespec='seconds')}")
+            fh.write(f"\n\n{text}")
+        where = f"traceback written to {name} (rerun with --debug to print it)"
+    except OSError as err:
+        where = f"the traceback could not be written ({err}); rerun with --debug to print it"
+    typer.echo(f"{line}; {escape_controls(where)}", err=True)

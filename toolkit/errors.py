@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -86,3 +89,42 @@ class DatasetFailedError(ToolkitError):
             f"{self.path}: the dataset failed {', '.join(rules) or 'validation'}; "
             "run `toolkit validate` on it to see why, or train with a profile that fits it"
         )
+
+
+#: The attribute `processing` sets on an exception: the file it escaped while processing.
+_PATH_ATTRIBUTE = "toolkit_processing"
+
+
+@contextmanager
+def processing(path: str | os.PathLike[str] | os.PathLike[bytes] | bytes) -> Iterator[None]:
+    """Say which file the work inside is on, so that a crash names it.
+
+    An unexpected exception escaping the block carries the path (read it back with
+    `processed_path`) and a note that tracebacks print. The innermost block wins. The
+    toolkit's own errors pass untouched: they name their file themselves.
+    """
+    try:
+        yield
+    except ToolkitError:
+        raise
+    except Exception as exc:
+        if processed_path(exc) is None:
+            name = os.fsdecode(path)
+            with suppress(AttributeError, TypeError):  # an exception type that refuses attributes
+                setattr(exc, _PATH_ATTRIBUTE, name)
+            exc.add_note(f"while processing {name}")
+        raise
+
+
+def processed_path(exc: BaseException) -> str | None:
+    """The file `exc` escaped while processing (see `processing`), or None when unknown;
+    found on the exception itself or on one it was raised from or while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        path = getattr(current, _PATH_ATTRIBUTE, None)
+        if isinstance(path, str):
+            return path
+        current = current.__cause__ or current.__context__
+    return None

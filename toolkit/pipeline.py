@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit.errors import ManifestError, UsageError
+from toolkit.errors import ManifestError, UsageError, processing
 from toolkit.images import flatten
 from toolkit.rules import content_groups
 from toolkit.paths import leads_outside
@@ -208,14 +208,15 @@ def decode_rows(
 
     def work(task: tuple[int, Path, pd.Series]) -> tuple[int, str | None]:
         i, base, row = task
-        try:
-            path = member_path(base, str(row["path"]))
-            target = leads_outside(real_roots[base], str(path))
-            if target is not None:  # e.g. swapped for a symlink since the scan
-                raise ImageProblem(f"leads outside the data root, to {target}; not read")
-            buffer[i] = load_image(path, spec, row=row)
-        except ImageProblem as exc:
-            return i, str(exc)
+        with processing(base / str(row["path"])):  # a crash names the file it was on
+            try:
+                path = member_path(base, str(row["path"]))
+                target = leads_outside(real_roots[base], str(path))
+                if target is not None:  # e.g. swapped for a symlink since the scan
+                    raise ImageProblem(f"leads outside the data root, to {target}; not read")
+                buffer[i] = load_image(path, spec, row=row)
+            except ImageProblem as exc:
+                return i, str(exc)
         return i, None
 
     problems: dict[int, str] = {}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from toolkit.errors import processing
 from toolkit.evaluate import Run, load_run, predict_proba, predicted_classes
 from toolkit.pipeline import DecodedImages, ImageProblem, load_image
 from toolkit.scan import FileScanner, ScanOptions
@@ -52,7 +53,8 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
     results: list[Prediction | None] = []
     for path in paths:
         try:
-            arrays.append(_read(scanner, Path(path), run))
+            with processing(path):  # a crash names the file it was on
+                arrays.append(_read(scanner, Path(path), run))
             slots.append(len(results))
             results.append(None)
         except ImageProblem as exc:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import QuarantineError
+from toolkit.errors import QuarantineError, processing
 from toolkit.manifest import atomic_write_text, read_manifest
 from toolkit.outputs import check_output
 
@@ -116,8 +116,9 @@ def _move_all(
     """Move each entry from src_root to dst_root, saving the record after every file."""
     for entry in entries:
         src, dst = src_root / entry["path"], dst_root / entry["path"]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        _move_verified(src, dst, entry["sha256"])
+        with processing(src):  # a crash names the file it was moving
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _move_verified(src, dst, entry["sha256"])
         entry["moved"] = moved
         _save(record_path, record)
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit import __version__
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.errors import ToolkitError, UsageError, processed_path
 from toolkit.evaluate import (
     MODEL_FILE,
     RUN_JSON,
@@ -202,6 +202,30 @@ def worker_folder(out: Path, worker: Worker) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def _failure_recorded(folder: Path) -> Iterator[None]:
+    """On an exception, mark the run.json in `folder` (if written yet) "failed" with the
+    error's line, so a dead run does not read as one still training."""
+    try:
+        yield
+    except Exception as exc:
+        record_path = folder / RUN_JSON
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            error = f"{type(exc).__name__}: {exc}"
+            if (where := processed_path(exc)) is not None:
+                error += f" (while processing {where})"
+            record.update(
+                status="failed",
+                error=error,
+                failed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            _write_json(record_path, record)
+        except (OSError, ValueError, AttributeError) as unrecorded:  # absent, or unreadable
+            log.debug("run.json not marked failed: %s", unrecorded)
+        raise
+
+
 def make_strategy(name: str) -> Any:
     """The tf.distribute strategy called `name` (see STRATEGIES).
 
@@ -295,7 +319,8 @@ def train_model(
         "roots": manifest.attrs.get("roots") or [manifest.attrs.get("root")],
         "versions": _versions(),
     }
-    with worker_folder(out, worker) as folder:  # the run folder, or this worker's own
+    # the run folder (or this worker's own); a run that dies says so in its run.json
+    with worker_folder(out, worker) as folder, _failure_recorded(folder):
         if resume and not worker.is_chief:
             _seed_worker_folder(out, folder)
         if not resume:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, ImageOps
 
+from toolkit.errors import processing
 from toolkit.images import flatten
 from toolkit.paths import leads_outside, open_regular
 
@@ -57,11 +58,16 @@ def make_thumbnails(
         return dict.fromkeys(rows["path"].astype(str), missing)
     records = rows.drop_duplicates("path").to_dict("records")
     jobs = jobs or min(8, os.cpu_count() or 1)
+
+    def one(row: dict) -> Thumbnail:
+        with processing(os.path.join(root, str(row["path"]))):  # a crash names the file
+            return _thumbnail(row, root, max_pixels, side)
+
     # Pillow warns above 89 MP; our own bound (max_pixels) has already decided what opens.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with ThreadPoolExecutor(max_workers=jobs) as pool:  # decoders release the GIL
-            thumbs = pool.map(lambda r: _thumbnail(r, root, max_pixels, side), records)
+            thumbs = pool.map(one, records)
             return {str(r["path"]): t for r, t in zip(records, thumbs, strict=True)}
 
 
