@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,42 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
                 digest = "unreadable"
             out[os.path.relpath(path, root)] = (digest, os.stat(path).st_mtime_ns)
     return out
+
+
+#: How long a test may wait on a FIFO before the guard below unblocks it and fails the test.
+FIFO_PATIENCE_S = 45
+
+
+@pytest.fixture
+def fifo_swap() -> Iterator[Callable[[Path], Path]]:
+    """Replace a file by a FIFO (as an attacker could, after validation): `fifo_swap(path)`.
+
+    A test still blocked on one after FIFO_PATIENCE_S fails instead of hanging the run: a
+    writer opens every FIFO and closes it at once, which ends the blocked open or read
+    (with no bytes), and the test fails at teardown.
+    """
+    made: list[Path] = []
+    blocked: list[str] = []
+
+    def write_once(fifo: Path) -> None:
+        os.close(os.open(fifo, os.O_WRONLY))  # waits for a reader, like the code under test
+        blocked.append(str(fifo))
+
+    def release(signum: int, frame: object) -> None:
+        for fifo in made:
+            threading.Thread(target=write_once, args=(fifo,), daemon=True).start()
+
+    def swap(path: Path) -> Path:
+        Path(path).unlink(missing_ok=True)
+        os.mkfifo(path)
+        made.append(Path(path))
+        return Path(path)
+
+    previous = signal.signal(signal.SIGALRM, release)
+    signal.alarm(FIFO_PATIENCE_S)
+    try:
+        yield swap
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not blocked, f"blocked reading FIFO(s) {sorted(set(blocked))}"

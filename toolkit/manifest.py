@@ -17,8 +17,14 @@ from typing import IO, Any
 
 import pandas as pd
 
-from toolkit.errors import ManifestError, OutputError
-from toolkit.paths import open_regular
+from toolkit.errors import ManifestError, OutputError, RecordError
+from toolkit.paths import (
+    NotRegularFileError,
+    check_record_paths,
+    file_kind,
+    open_regular,
+    root_problem,
+)
 
 #: column -> (pandas dtype, what it means). The single source of the manifest's schema.
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -201,19 +207,80 @@ def read_manifest(path: Path) -> pd.DataFrame:
     path = Path(path)
     if path.is_dir() and (path / MANIFEST_PARQUET).exists():
         path = path / MANIFEST_PARQUET  # a file, or a folder of parts (the Dask engine's)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ManifestError(path, f"{file_kind(path.stat().st_mode)}, not a manifest file")
     if not path.is_file() and not (path.is_dir() and path.suffix == ".parquet"):
         raise ManifestError(path, "no manifest here (write one with `toolkit validate` or `scan`)")
     try:
-        table = pq.read_table(path)
+        if path.is_dir():
+            for part in path.iterdir():  # a FIFO among the parts would block the reader
+                if not part.is_file():
+                    raise NotRegularFileError(part, file_kind(part.lstat().st_mode))
+            table = pq.read_table(path)
+        else:
+            with open_regular(path) as fh:
+                table = pq.read_table(fh)
     except Exception as exc:
         raise ManifestError(path, f"not a readable Parquet manifest: {exc}") from exc
     missing = [c for c in ("path", "label", "sha256") if c not in table.column_names]
     if missing:
         raise ManifestError(path, f"missing manifest column(s) {', '.join(missing)}")
+    attrs = _read_attrs(table, path)
+    _check_columns(table, path)
     frame = normalise_manifest(table.to_pandas())
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
-    frame.attrs = json.loads(raw) if raw else {}
+    frame.attrs = attrs
     return frame
+
+
+def _read_attrs(table: Any, path: Path) -> dict[str, Any]:
+    """The manifest's metadata (root, class folders, profile), refused whole when edited
+    into something the toolkit never writes."""
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    try:
+        attrs = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise RecordError(path, "metadata", f"not JSON: {exc}") from None
+    if not isinstance(attrs, dict):
+        raise RecordError(path, "metadata", f"expected an object, got {type(attrs).__name__}")
+    roots = [("root", attrs.get("root"))] if attrs.get("root") is not None else []
+    if attrs.get("roots") is not None:
+        if not isinstance(attrs["roots"], list):
+            raise RecordError(path, "metadata roots", "expected a list of folders")
+        roots += [(f"roots[{i}]", r) for i, r in enumerate(attrs["roots"]) if r is not None]
+    for key, root in roots:
+        why = root_problem(root, must_exist=False)  # whether it still exists: where it is used
+        if why is not None:
+            raise RecordError(path, f"metadata {key}", why)
+    for key in ("profile", "profiles", "class_folders"):
+        value = attrs.get(key)
+        values = value if isinstance(value, list) and key != "profile" else [value]
+        if value is not None and not all(isinstance(v, str) and "\x00" not in v for v in values):
+            raise RecordError(path, f"metadata {key}", f"expected text, got {value!r:.80}")
+    return attrs
+
+
+def _check_columns(table: Any, path: Path) -> None:
+    """Refuse a manifest whose path column (or label, sha256, root) holds what no scan
+    writes: a null, a non-text value, a NUL byte, an absolute path or a `..` part."""
+    import pyarrow as pa
+
+    for name in ("path", "label", "sha256", "root"):
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if table.num_rows and not text and not (pa.types.is_null(kind) and name != "path"):
+            raise RecordError(path, name, f"holds {column.type} values, not text")
+    column = table.column("path")
+    if column.null_count:
+        raise RecordError(path, "path", f"{column.null_count} row(s) have no path")
+    check_record_paths(column.to_pylist(), source=path, key="path")
+    if "root" in table.column_names:
+        for root in set(table.column("root").to_pylist()) - {None}:
+            why = root_problem(root, must_exist=False)
+            if why is not None:
+                raise RecordError(path, "root", why)
 
 
 def atomic_write(target: Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> None:

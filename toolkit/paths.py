@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from toolkit.errors import RecordError
@@ -109,12 +109,12 @@ def relative_problem(rel: object) -> str | None:
         return f"{rel!r} holds a NUL byte"
     if os.sep != "/" and ("\\" in rel or ":" in rel):
         return f"{rel!r} holds a separator or drive of this system"
-    pure = PurePosixPath(rel)
-    if pure.is_absolute():
+    parts = rel.split("/")  # not PurePosixPath: this runs once per manifest row
+    if rel.startswith("/"):
         return f"{rel!r} is absolute; recorded paths are relative to their root"
-    if ".." in pure.parts:
+    if ".." in parts:
         return f"{rel!r} climbs out with '..'"
-    if not pure.parts:
+    if all(p in ("", ".") for p in parts):
         return f"{rel!r} names the root itself, not a file in it"
     return None
 
@@ -171,5 +171,6 @@ def check_record_paths(
 
 
 def _describe(value: object) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}" if value is not None else "nothing (null)"
+    if value is None or type(value).__name__ == "NAType" or value != value:  # None, <NA>, NaN
+        return "nothing (null)"
+    return f"{type(value).__name__} {repr(value)[:60]}"
