@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import sys
 import threading
 import types
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from conftest import iou, snapshot
-from corpus import HostileCorpus, write_image
+from corpus import HostileCorpus, encode_image, write_image
 
 import toolkit.scan as scan_module
 from toolkit.errors import DataRootError
+from toolkit.profiles import load_profile
 from toolkit.scan import ScanOptions, scan_folder, sniff_format
+from toolkit.validate import validate_manifest
 
 
 @pytest.fixture
@@ -201,3 +207,137 @@ def test_face_boxes_are_in_the_files_own_pixels_at_any_size(tmp_path: Path) -> N
         expected = tuple(v * k for v in box)
         found_box = tuple(float(got[c]) for c in ("face_x", "face_y", "face_w", "face_h"))
         assert iou(found_box, expected) > 0.6, (k, found_box, expected)
+
+
+# ------------------------------------------------------------ every entry becomes a row
+
+#: Folders below a class, and the length of each name: the file's path (about 8,200 bytes)
+#: is longer than Linux's PATH_MAX (4,096), so no single call can name it.
+DEEP_LEVELS, DEEP_NAME_CHARS = 200, 40
+
+
+def write_deep_file(root: Path) -> str:
+    """A JPEG at the bottom of DEEP_LEVELS nested folders below root/happy; its relative
+    path. Made one folder at a time through directory descriptors, as nothing else can."""
+    names = [f"{i:03d}".ljust(DEEP_NAME_CHARS, "d") for i in range(DEEP_LEVELS)]
+    fd = os.open(root / "happy", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        out = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+        with os.fdopen(out, "wb") as fh:
+            fh.write(encode_image(size=(32, 32)))
+    finally:
+        os.close(fd)
+    return "/".join(["happy", *names, "deep.jpg"])
+
+
+def test_a_file_below_a_path_longer_than_the_system_allows_is_a_rejected_row(
+    clean_root: Path, tiny_profile: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rel = write_deep_file(clean_root)
+    assert len(os.fsencode(str(clean_root / rel))) > os.pathconf(clean_root, "PC_PATH_MAX")
+    manifest = scan_folder(clean_root, jobs=1)
+    assert len(manifest) == 9  # the eight clean files and the deep one: none lost
+    row = manifest.set_index("path").loc[rel]
+    assert not row["is_readable"]
+    assert row["read_error"] == f"cannot stat: {os.strerror(errno.ENAMETOOLONG)}"
+    result = validate_manifest(manifest, load_profile(tiny_profile))
+    lines = [f.line() for f in result.findings]
+    assert f"{rel}: readable: cannot stat: File name too long" in lines
+    assert len(result.accepted) == 8
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a row, not a log
+
+
+def _locked_folder(
+    monkeypatch: pytest.MonkeyPatch, locked: Path, step: str, error: OSError
+) -> None:
+    """Make the OS refuse `locked` (we run as root: chmod cannot) at one step of the walk:
+    opening it (os.open), or listing it once open (os.scandir, by descriptor or by path)."""
+    real_open, real_scandir = os.open, os.scandir
+    fds: set[int] = set()
+
+    def is_locked(path: object) -> bool:
+        return isinstance(path, str | bytes | os.PathLike) and os.fsdecode(path) in (
+            locked.name,
+            str(locked),
+        )
+
+    def fake_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if step == "open" and is_locked(path):
+            raise error
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if is_locked(path):
+            fds.add(fd)
+        return fd
+
+    def fake_scandir(path: Any = ".") -> Any:
+        if step == "list" and (path in fds if isinstance(path, int) else is_locked(path)):
+            raise error
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "scandir", fake_scandir)
+
+
+@pytest.mark.parametrize(
+    ("step", "error", "words"),
+    [
+        ("open", PermissionError(errno.EACCES, "Permission denied"), "Permission denied"),
+        ("list", PermissionError(errno.EACCES, "Permission denied"), "Permission denied"),
+        ("list", OSError(errno.EIO, "Input/output error"), "Input/output error"),
+    ],
+    ids=[
+        "a folder the system will not open is a row",
+        "a folder that opens but will not list is a row",
+        "a folder on a failing disk is a row",
+    ],
+)
+def test_a_folder_the_walk_cannot_list_is_a_rejected_row(
+    clean_root: Path,
+    tiny_profile: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    step: str,
+    error: OSError,
+    words: str,
+) -> None:
+    write_image(clean_root / "sad" / "locked" / "inside.jpg")
+    with monkeypatch.context() as patched:
+        _locked_folder(patched, clean_root / "sad" / "locked", step, error)
+        manifest = scan_folder(clean_root, jobs=1)
+    rows = manifest.set_index("path")
+    assert "sad/locked/inside.jpg" not in rows.index  # what the folder holds is unknown ...
+    assert rows.loc["sad/locked", "read_error"] == f"cannot list: {words}"  # ... it is a row
+    assert len(manifest) == 9
+    result = validate_manifest(manifest, load_profile(tiny_profile))
+    assert f"sad/locked: readable: cannot list: {words}" in [f.line() for f in result.findings]
+    assert len(result.accepted) == 8
+
+
+def test_a_folder_the_walk_cannot_list_is_a_row_in_a_parallel_scan_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    write_image(root / "sad" / "locked" / "inside.jpg")
+    for i in range(4):
+        write_image(root / "happy" / f"{i}.jpg", seed=i)
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_FILES", 1)
+    monkeypatch.setattr(scan_module, "_start_method", lambda: "fork")
+    with monkeypatch.context() as patched:
+        _locked_folder(patched, root / "sad" / "locked", "list", PermissionError(13, "Denied"))
+        manifest = scan_folder(root, jobs=2)
+    assert manifest.set_index("path").loc["sad/locked", "read_error"] == "cannot list: Denied"
+    assert manifest["is_readable"].sum() == 4
+
+
+def test_a_data_root_the_walk_cannot_list_is_a_usage_error(
+    clean_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patched:
+        _locked_folder(patched, clean_root, "list", PermissionError(13, "Permission denied"))
+        with pytest.raises(DataRootError) as err:
+            scan_folder(clean_root, jobs=1)
+    assert err.value.exit_code == 2 and "cannot list: Permission denied" in str(err.value)

@@ -92,30 +92,105 @@ def scan_folder(
     return manifest
 
 
+class UnlistedFolder(str):
+    """A folder the walk found but could not open or list: its path relative to the root,
+    and the system's words (`.error`). It is an entry like a file (a str, so it sorts and
+    travels to scan workers with the rest), and its row says why nothing below it is known."""
+
+    error: str
+
+    def __new__(cls, rel: str, error: str) -> UnlistedFolder:
+        entry = super().__new__(cls, rel)
+        entry.error = error
+        return entry
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return UnlistedFolder, (str(self), self.error)
+
+
 def list_entries(root: Path) -> Iterator[str]:
     """Yield the path of every non-folder entry below `root`, relative, as the OS spells it.
 
-    Folders are walked without following symlinks (no loops); a symlink is an entry.
+    Folders are walked without following symlinks (no loops); a symlink is an entry. Each
+    folder is opened through its parent's descriptor, never by its full path, so a path
+    longer than the system allows (PATH_MAX) is still found. A folder that cannot be opened
+    or listed is yielded itself, as an `UnlistedFolder`: a row, not a log line. Raises
+    DataRootError when `root` itself cannot be listed.
     """
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
-                children = list(it)
-        except OSError as exc:
-            log.warning("cannot list %s: %s", rel_dir or ".", exc.strerror or exc)
-            continue
-        for child in children:
-            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
-            try:
-                is_dir = child.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                stack.append(rel)
-            else:
+    try:
+        top = _open_folder(root, None)
+        children = _list_folder(top)
+    except OSError as exc:
+        raise DataRootError(root, f"cannot list: {_words(exc)}") from None
+    # one open folder per level of the current path, closed when its children are done
+    stack: list[tuple[str, int | str, Iterator[tuple[str, bool]]]] = [("", top, children)]
+    try:
+        while stack:
+            rel_dir, handle, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                _close_folder(stack.pop()[1])
+                continue
+            name, is_dir = child
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if not is_dir:
                 yield rel
+                continue
+            try:
+                sub = _open_folder(name, handle)
+            except OSError as exc:
+                yield UnlistedFolder(rel, f"cannot list: {_words(exc)}")
+                continue
+            try:
+                stack.append((rel, sub, _list_folder(sub)))
+            except OSError as exc:
+                _close_folder(sub)
+                yield UnlistedFolder(rel, f"cannot list: {_words(exc)}")
+    finally:  # also when the caller stops early
+        for _, handle, _ in stack:
+            _close_folder(handle)
+
+
+#: Where the system can open a folder relative to an open one (every POSIX system Python
+#: supports), the walk never builds a full path; elsewhere it joins paths.
+_WALK_BY_FD = os.open in os.supports_dir_fd and os.scandir in os.supports_fd
+_FOLDER_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)  # a folder swapped for a symlink since the listing: ELOOP
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+)
+
+
+def _open_folder(name: str | Path, parent: int | str | None) -> int | str:
+    if not _WALK_BY_FD:
+        return os.path.join(parent, name) if parent is not None else str(name)
+    return os.open(name, _FOLDER_FLAGS, dir_fd=parent if isinstance(parent, int) else None)
+
+
+def _list_folder(handle: int | str) -> Iterator[tuple[str, bool]]:
+    """(name, is a folder) of every entry, read whole now: listing errors surface here."""
+    with os.scandir(handle) as it:
+        children = [(child.name, _is_folder(child)) for child in it]
+    return iter(children)
+
+
+def _is_folder(child: os.DirEntry[str]) -> bool:
+    try:
+        return child.is_dir(follow_symlinks=False)
+    except OSError:  # then the scan stats it as an entry and says why it cannot
+        return False
+
+
+def _close_folder(handle: int | str) -> None:
+    if isinstance(handle, int):
+        os.close(handle)
+
+
+def _words(exc: OSError) -> str:
+    """The system's words for an error, without the path (a row already names it)."""
+    return exc.strerror or str(exc)
 
 
 def list_class_folders(root: Path) -> list[str]:
@@ -220,7 +295,10 @@ class FileScanner:
 
     def scan(self, rel: str) -> dict:
         """Return the manifest row of `rel` (a path relative to the root); never raises."""
-        row = _blank_row(rel)
+        row = _blank_row(str(rel))
+        if isinstance(rel, UnlistedFolder):  # the walk could not go in: say why, read nothing
+            row["read_error"] = rel.error
+            return row
         full = os.path.join(self.root, rel)
         try:
             self._fill_stat(row, full)
@@ -246,7 +324,11 @@ class FileScanner:
         return row
 
     def _fill_stat(self, row: dict, full: str) -> None:
-        lst = os.lstat(full)
+        try:
+            lst = os.lstat(full)
+        except OSError as exc:  # e.g. a path longer than PATH_MAX: the system's words
+            row["read_error"] = _stat_error(exc, False)
+            return
         row["is_symlink"] = stat.S_ISLNK(lst.st_mode)
         if row["is_symlink"]:
             target = leads_outside(self._real_root, full)
