@@ -228,6 +228,16 @@ def test_evaluate_prints_class_names_escaped(
 # ---------------------------------------------------------------------- validate
 
 
+def test_a_refusal_prints_the_path_it_names_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "gone\x1b[2J\u202e"
+    assert main(["scan", str(missing), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert not printed_controls(err), printed_controls(err)
+    assert err.startswith("toolkit: error: ") and "gone\\x1b[2J\\u202e" in err
+
+
 @pytest.fixture
 def named_folder(tmp_path: Path) -> Path:
     """A clean folder plus a class and files whose names hold controls, bidi and markup."""

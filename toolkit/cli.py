@@ -620,8 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         if code == EXIT_INTERRUPTED and _caused_by(exc, KeyboardInterrupt):
             typer.echo("toolkit: interrupted", err=True)
         return code
-    except ToolkitError as exc:
-        typer.echo(f"toolkit: error: {exc}", err=True)
+    except ToolkitError as exc:  # its message may name a path from the data: escaped
+        typer.echo(escape_controls(f"toolkit: error: {exc}"), err=True)
         return exc.exit_code
     except KeyboardInterrupt:  # outside a command (typer turns one inside into exit 130)
         typer.echo("toolkit: interrupted", err=True)
