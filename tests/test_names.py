@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from PIL import Image
 
 from toolkit.cli import main
 from toolkit.manifest import read_manifest
+from toolkit.scan import ScanOptions
 from toolkit.text import escape_controls
 
 #: What a terminal obeys rather than shows: C0 and C1 controls, DEL, bidi embeddings,
@@ -223,6 +225,34 @@ def test_evaluate_prints_class_names_escaped(
     assert code == 0, err
     assert not printed_controls(out + err)
     assert escape_controls(TITLE_CLASS) in out
+
+
+# ---------------------------------------------------------------------- log lines
+
+
+def test_log_lines_name_a_file_with_its_controls_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from toolkit.pipeline import InputSpec, decode_rows
+    from toolkit.scan import FileScanner, scan_folder
+
+    root = tmp_path / "data"
+    write_clean_folder(root, n_per_class=1)
+    (root / "happy" / RED_FILE).write_bytes(encode_image(size=(32, 32), seed=7))
+    rows = scan_folder(root, jobs=1, options=ScanOptions(detect_faces=False))
+    (root / "happy" / RED_FILE).unlink()  # gone since the scan: training leaves it out
+    decode_rows(rows[rows["label"] == "happy"], InputSpec(8, 3), ["happy"], root=root)
+
+    def broken(self: FileScanner, row: dict, full: str) -> None:
+        raise RuntimeError("a bug while reading")
+
+    monkeypatch.setattr(FileScanner, "_fill_content", broken)
+    (root / "happy" / RED_FILE).write_bytes(encode_image(size=(32, 32), seed=7))
+    scan_folder(root, jobs=1, options=ScanOptions(detect_faces=False))
+    # the lines logging's last-resort handler prints on a terminal
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum(escape_controls(RED_FILE) in line for line in warned) == 2, warned
+    assert not any(raw_controls(line) for line in warned), warned
 
 
 # ---------------------------------------------------------------------- validate

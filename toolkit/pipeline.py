@@ -31,6 +31,7 @@ import pandas as pd
 from toolkit.errors import ManifestError, UsageError, processing
 from toolkit.images import flatten
 from toolkit.rules import content_groups
+from toolkit.text import escape_controls
 from toolkit.paths import leads_outside
 from toolkit.validate import ACCEPTED
 
@@ -234,7 +235,7 @@ def decode_rows(
     label_ids = np.array([index_of[str(x)] for x in rows["label"]], dtype=np.int32)
     images = buffer if not problems else buffer[keep]
     for i, why in sorted(problems.items()):
-        log.warning("%s: left out: %s", path_list[i], why)
+        log.warning("%s", escape_controls(f"{path_list[i]}: left out: {why}"))
     return DecodedImages(
         images=images,
         labels=label_ids[keep],

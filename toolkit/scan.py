@@ -32,6 +32,7 @@ from toolkit.faces import INPUT_PX, FaceDetector
 from toolkit.images import flatten
 from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows
 from toolkit.paths import leads_outside, open_regular
+from toolkit.text import escape_controls
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ class FileScanner:
             if row["is_readable"]:
                 self._fill_content(row, full)
         except Exception as exc:  # a bug in one file's handling must not stop the scan
-            log.exception("unexpected error while scanning %s", rel)
+            log.exception("unexpected error while scanning %s", escape_controls(rel))
             row["is_readable"] = bool(row["is_readable"])
             row["read_error"] = row["read_error"] or f"scan failed: {type(exc).__name__}: {exc}"
         return row
@@ -319,7 +320,7 @@ class FileScanner:
         try:
             self._fill_image(row, data)
         except Exception as exc:  # as in scan(): one file's bug must not stop the scan
-            log.exception("unexpected error while scanning %s", rel)
+            log.exception("unexpected error while scanning %s", escape_controls(rel))
             row["read_error"] = f"scan failed: {type(exc).__name__}: {exc}"
         return row
 
