@@ -225,6 +225,10 @@ def test_evaluate_prints_class_names_escaped(
     assert code == 0, err
     assert not printed_controls(out + err)
     assert escape_controls(TITLE_CLASS) in out
+    assert main(["evaluate", str(run), str(data), "--profile", str(profile), "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert not printed_controls(printed)
+    assert json.loads(printed)["labels"] == sorted([MATH_CLASS, TITLE_CLASS])
 
 
 # ---------------------------------------------------------------------- log lines
@@ -295,6 +299,21 @@ def test_validate_prints_no_raw_control_and_keeps_the_names_as_data(
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     assert "happy/\x1b[2Jgone.jpg" in {f["path"] for f in report["findings"]}
     assert "odd\x1b[7mclass" in report["classes"]
+
+
+def test_quarantine_and_restore_print_hostile_names_escaped(
+    named_folder: Path, tiny_profile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir, into = tmp_path / "run", tmp_path / "quarantined"
+    main(["validate", str(named_folder), "-p", str(tiny_profile), "-o", str(out_dir)])
+    (named_folder / "happy" / "\x1b[2Jgone.jpg").unlink()  # so its "not moved" line is printed
+    capsys.readouterr()
+    assert main(["quarantine", str(out_dir), "--into", str(into)]) == 0
+    assert main(["restore", str(into)]) == 0
+    out, err = capsys.readouterr()
+    assert "not moved: happy/\\x1b[2Jgone.jpg" in out and "restored" in out
+    assert not printed_controls(out + err), printed_controls(out + err)
+    assert (named_folder / "sad" / "<script>alert('x') \"q\" {{ 7*7 }}\u202egpj.jpg").exists()
 
 
 def test_report_html_shows_hostile_names_as_inert_text(
