@@ -341,3 +341,17 @@ def test_a_data_root_the_walk_cannot_list_is_a_usage_error(
         with pytest.raises(DataRootError) as err:
             scan_folder(clean_root, jobs=1)
     assert err.value.exit_code == 2 and "cannot list: Permission denied" in str(err.value)
+
+
+def test_without_folder_descriptors_the_walk_joins_paths_and_still_makes_every_row(
+    clean_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_image(clean_root / "sad" / "locked" / "inside.jpg")
+    write_image(clean_root / "happy" / "a" / "b" / "nested.jpg")
+    monkeypatch.setattr(scan_module, "_WALK_BY_FD", False)  # as on Windows
+    with monkeypatch.context() as patched:
+        _locked_folder(patched, clean_root / "sad" / "locked", "list", PermissionError(13, "No"))
+        rows = scan_folder(clean_root, jobs=1).set_index("path")
+    assert rows.loc["sad/locked", "read_error"] == "cannot list: No"
+    assert rows.loc["happy/a/b/nested.jpg", "is_decodable"]
+    assert len(rows) == 10
