@@ -20,6 +20,7 @@ from toolkit.cluster import (
     write_partitioned_manifest,
 )
 from toolkit.demo import write_demo_data
+from toolkit.errors import OutputError
 from toolkit.manifest import read_manifest, write_manifest
 from toolkit.profiles import load_profile
 from toolkit.scan import scan_folder
@@ -147,6 +148,16 @@ def test_the_partitioned_manifest_reads_back_and_replaces_a_file_one(
     write_manifest(local.manifest, out)  # and a file over the folder again
     assert (out / "manifest.parquet").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_the_part_files_never_replace_a_user_folder(client, clean_root: Path, tiny, tmp_path):
+    out = tmp_path / "out"
+    (out / "manifest.parquet").mkdir(parents=True)
+    (out / "manifest.parquet" / "holiday.jpg").write_bytes(b"\xff\xd8 my photo")
+    found = validate_cluster(client, clean_root, tiny, batch_files=3)
+    with pytest.raises(OutputError, match="not an output the toolkit wrote"):
+        write_partitioned_manifest(found, out)
+    assert [p.name for p in out.rglob("*")] == ["manifest.parquet", "holiday.jpg"]
 
 
 def test_validate_joins_a_running_scheduler(client, hostile, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ folder at once both finish with the same answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from corpus import HOSTILE_CASES, OUTSIDE_FOLDER, HostileCorpus, write_hostile_f
 
 from toolkit.cli import main
 from toolkit.manifest import read_manifest
+from toolkit.outputs import read_run_id, read_run_ids
 from toolkit.scan import display_path, list_entries
 
 #: Each hostile case -> the rule that rejects it, or ("warning", rule) when the file is
@@ -244,6 +246,17 @@ def _assert_whole_or_absent(out: Path) -> None:
         assert (out / "report.html").read_text().rstrip().endswith("</html>")
 
 
+def _writing(out: Path) -> bool:
+    """A temporary output file is being written: in OUT, or in a run's staging folder."""
+    for folder in [out, *out.glob(".staging-*")]:
+        try:
+            if any(name.endswith(".tmp") for name in os.listdir(folder)):
+                return True
+        except FileNotFoundError:  # the staging folder was just renamed away
+            continue
+    return False
+
+
 def _kill_validation(root: Path, profile: Path, out: Path, *, at_first_write: bool) -> int:
     """Run `toolkit validate` in a process and kill -9 it: at its first temporary output
     file (mid-write), or after a few seconds (anywhere)."""
@@ -255,7 +268,7 @@ def _kill_validation(root: Path, profile: Path, out: Path, *, at_first_write: bo
     )
     deadline = time.monotonic() + (60 if at_first_write else 3.0)
     while proc.poll() is None and time.monotonic() < deadline:
-        if at_first_write and any(p.name.endswith(".tmp") for p in out.iterdir()):
+        if at_first_write and _writing(out):
             break
         time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
@@ -295,6 +308,7 @@ def test_two_validations_of_one_folder_at_once_both_finish_alike(
     for out in set(outs):
         _assert_whole_or_absent(out)
         assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+        assert read_run_id(out)  # one run's set, never a mix of the two
     a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
     pd.testing.assert_frame_equal(a, b)
 
@@ -318,3 +332,261 @@ def test_the_bomb_is_judged_in_bounded_memory(hostile: HostileCorpus, tmp_path: 
     assert done.returncode == 0, done.stderr[-2000:]
     grown_mb = int(done.stdout.split()[-1])
     assert grown_mb < BOMB_MEMORY_LIMIT_MB, f"scanning the bomb took {grown_mb} MB more"
+
+
+# --------------------------------------------------------------------------------------
+# The output folder: every writing command refuses, before any work, an output among the
+# data, a file, or a folder it cannot write, and never replaces what it did not write
+
+_REFUSED_OUTPUT = "toolkit: error: "
+
+
+def _one_line_refusal(code: int, capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(_REFUSED_OUTPUT), (code, err)
+    return lines[0]
+
+
+def test_validate_into_a_class_folder_refuses_and_keeps_the_user_s_files(
+    clean_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the issue's example: a user folder named manifest.parquet (a photo in it) and a user
+    # report.json in the class folder; today's toolkit deleted the one and overwrote the other
+    happy = clean_root / "happy"
+    write_image(happy / "manifest.parquet" / "holiday.jpg", seed=7)
+    (happy / "report.json").write_text('{"my": "notes"}\n', encoding="utf-8")
+    before = snapshot(clean_root)
+    code = main(["validate", str(clean_root), "-p", str(_profile(tmp_path)), "--out", str(happy)])
+    line = _one_line_refusal(code, capsys)
+    assert f"{happy}: --out lies inside the data folder" in line
+    assert snapshot(clean_root) == before  # every byte, and no new file (manifest.csv...)
+
+
+def _user_file(tmp_path: Path, root: Path) -> Path:
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    return tmp_path / "notes.txt"
+
+
+def _under_user_file(tmp_path: Path, root: Path) -> Path:
+    # the one unwritable place a test can make as root: below a regular file
+    return _user_file(tmp_path, root) / "out"
+
+
+def _symlink_into_data(tmp_path: Path, root: Path) -> Path:
+    (tmp_path / "link").symlink_to(root / "sad", target_is_directory=True)
+    return tmp_path / "link"
+
+
+def _holding_user_report(tmp_path: Path, root: Path) -> Path:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text('{"passed": 3}', encoding="utf-8")
+    return tmp_path / "out"
+
+
+def _holding_folder_named_report_html(tmp_path: Path, root: Path) -> Path:
+    (tmp_path / "out" / "report.html").mkdir(parents=True)
+    (tmp_path / "out" / "report.html" / "index.html").write_text("mine", encoding="utf-8")
+    return tmp_path / "out"
+
+
+@pytest.mark.parametrize(
+    ("make_out", "problem"),
+    [
+        (lambda tmp, root: root, "--out is the data folder"),
+        (lambda tmp, root: tmp, "--out contains the data folder"),
+        (_symlink_into_data, "--out lies inside the data folder"),
+        (_user_file, "--out is a regular file, not a folder"),
+        (_under_user_file, "--out cannot be created"),
+        (_holding_user_report, "not an output the toolkit wrote"),
+        (_holding_folder_named_report_html, "not an output the toolkit wrote"),
+    ],
+    ids=[
+        "the output folder is the data folder",
+        "the output folder holds the data folder",
+        "the output folder is a symlink to a class folder",
+        "the output path is an existing file",
+        "the output folder would be made below a file",
+        "the output folder holds a report.json the toolkit did not write",
+        "the output folder holds a folder where report.html would go",
+    ],
+)
+def test_validate_refuses_an_output_folder_it_must_not_write(
+    clean_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_out, problem: str
+) -> None:
+    out = make_out(tmp_path, clean_root)
+    (tmp_path / "profile").mkdir()
+    profile = _profile(tmp_path / "profile")  # before the snapshot: tmp_path holds the data
+    before = snapshot(tmp_path)
+    code = main(["validate", str(clean_root), "-p", str(profile), "--out", str(out)])
+    assert problem in _one_line_refusal(code, capsys)
+    assert snapshot(tmp_path) == before
+    assert not list(tmp_path.rglob(".staging-*"))
+
+
+@pytest.fixture
+def validated_run(clean_root: Path, tmp_path: Path) -> Path:
+    """A validate run folder of the clean folder, beside it."""
+    run = tmp_path / "run"
+    assert main(["validate", str(clean_root), "-p", str(_profile(tmp_path)), "-o", str(run),
+                 "--no-html", "--no-faces"]) == 0  # fmt: skip
+    return run
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "{data}", "--out", "{data}/happy"],
+        ["validate", "{data}", "--out", "{data}/happy", "--engine", "dask", "--workers", "1"],
+        ["scan", "{data}", "--out", "{data}/sad/scan"],
+        ["train", "{data}", "--out", "{data}/happy/run"],
+        ["train", "--manifest", "{run}", "--out", "{data}/run"],
+        ["train", "--manifest", "{run}", "--out", "{run}"],
+        ["quarantine", "{run}", "--into", "{data}/quarantine"],
+        ["quarantine", "{run}", "--into", "{run}/quarantine"],
+        ["quarantine", "{run}", "--into", "{data}/.."],
+    ],
+    ids=[
+        "validate into a class folder",
+        "validate on Dask into a class folder, before a cluster starts",
+        "scan into a class folder",
+        "train into a class folder",
+        "train on a manifest into its data folder",
+        "train on a manifest into its own validate folder",
+        "quarantine into the data folder",
+        "quarantine into the run folder",
+        "quarantine into a folder holding the data",
+    ],
+)
+def test_every_writing_command_refuses_an_output_among_the_data(
+    clean_root: Path,
+    validated_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    capsys.readouterr()
+    before, run_before = snapshot(clean_root), snapshot(validated_run)
+    args = [a.format(data=clean_root, run=validated_run) for a in argv]
+    began = time.monotonic()
+    line = _one_line_refusal(main(args), capsys)
+    assert any(why in line for why in ("the data folder", "the run folder", "already holds"))
+    assert time.monotonic() - began < 10  # refused before a scan, a cluster or TensorFlow
+    assert snapshot(clean_root) == before and snapshot(validated_run) == run_before
+    assert not (clean_root / "happy" / "run").exists() and not (clean_root / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["validate", "."], ["scan", "."], ["train", "."]],
+    ids=["validate", "scan", "train"],
+)
+def test_the_default_output_folder_is_checked_too(
+    clean_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    monkeypatch.chdir(clean_root)  # runs/<name> would land inside the data
+    before = snapshot(clean_root)
+    line = _one_line_refusal(main(command), capsys)
+    assert "lies inside the data folder" in line
+    assert snapshot(clean_root) == before and not (clean_root / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "out",
+    ["{data}/happy/run", "{busy}"],
+    ids=["the run folder inside the data", "a folder holding files but no run"],
+)
+def test_train_refuses_before_tensorflow_starts(clean_root: Path, tmp_path: Path, out: str) -> None:
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "history.csv").write_text("epoch,loss\n", encoding="utf-8")
+    probe = (
+        "import sys; from toolkit.cli import main; code = main(sys.argv[1:]);"
+        "print(code, 'tensorflow' in sys.modules)"
+    )
+    target = out.format(data=clean_root, busy=busy)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "train", str(clean_root), "--out", target],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.split()[-2:] == ["2", "False"], done.stderr[-2000:]
+    assert "lies inside the data folder" in done.stderr or "already holds files" in done.stderr
+    assert not (clean_root / "happy" / "run").exists()
+    assert (busy / "history.csv").read_text(encoding="utf-8") == "epoch,loss\n"
+
+
+def test_a_dask_manifest_never_replaces_a_user_folder(
+    clean_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    write_image(out / "manifest.parquet" / "holiday.jpg", seed=7)
+    before = snapshot(out)
+    code = main(["validate", str(clean_root), "-p", str(_profile(tmp_path)), "-o", str(out),
+                 "--engine", "dask", "--workers", "1"])  # fmt: skip
+    assert "manifest.parquet: is not an output the toolkit wrote" in _one_line_refusal(code, capsys)
+    assert snapshot(out) == before
+
+
+# --------------------------------------------------------------------------------------
+# One run's outputs belong together: a run id in each, put in place together
+
+
+def test_every_output_of_one_validation_carries_its_run_id(
+    clean_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    profile = str(_profile(tmp_path))
+    ids = []
+    for _ in range(2):
+        main(["validate", str(clean_root), "-p", profile, "-o", str(out), "--no-faces",
+              "--data-docs"])  # fmt: skip
+        found = read_run_ids(out)
+        assert set(found) == {"manifest.parquet", "report.json", "report.html", "data_docs"}
+        ids.append(read_run_id(out))
+        assert json.loads((out / "report.json").read_text())["run_id"] == ids[-1]
+        assert read_manifest(out).attrs["run_id"] == ids[-1]
+    assert ids[0] != ids[1]  # each run its own id
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    main(["scan", str(clean_root), "-o", str(out), "--no-faces"])  # a scan replaces the set
+    assert set(read_run_ids(out)) == {"manifest.parquet"} and read_run_id(out) != ids[1]
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def test_a_validation_that_dies_after_its_manifest_leaves_the_previous_set(
+    clean_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import toolkit.report
+
+    out = tmp_path / "out"
+    args = ["validate", str(clean_root), "-p", str(_profile(tmp_path)), "-o", str(out),
+            "--no-faces"]  # fmt: skip
+    main(args)
+    before, old_id = _outputs(out), read_run_id(out)
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed after the manifest, before report.json")
+
+    monkeypatch.setattr(toolkit.report, "write_report_json", die)
+    with contextlib.suppress(RuntimeError):  # raised, or exit 3 where the CLI maps crashes
+        main(args)
+    assert _outputs(out) == before and read_run_id(out) == old_id
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_a_validation_killed_mid_write_leaves_one_run_s_outputs(
+    clean_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    profile = _profile(tmp_path)
+    main(["validate", str(clean_root), "-p", str(profile), "-o", str(out)])
+    before, old_id = _outputs(out), read_run_id(out)
+    assert _kill_validation(clean_root, profile, out, at_first_write=True) == -signal.SIGKILL
+    assert _outputs(out) == before and read_run_id(out) == old_id  # its staging is all it left
+    main(["validate", str(clean_root), "-p", str(profile), "-o", str(out)])
+    assert read_run_id(out) not in (None, old_id)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # the dead run's too
