@@ -10,18 +10,29 @@ folder at once both finish with the same answer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import TINY_PROFILE, snapshot
-from corpus import HOSTILE_CASES, OUTSIDE_FOLDER, HostileCorpus, write_hostile_folder, write_image
+from corpus import (
+    HOSTILE_CASES,
+    OUTSIDE_FOLDER,
+    HostileCorpus,
+    write_clean_folder,
+    write_hostile_folder,
+    write_image,
+)
 
 from toolkit.cli import main
 from toolkit.manifest import read_manifest
@@ -590,3 +601,338 @@ def test_a_validation_killed_mid_write_leaves_one_run_s_outputs(
     main(["validate", str(clean_root), "-p", str(profile), "-o", str(out)])
     assert read_run_id(out) not in (None, old_id)
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # the dead run's too
+
+
+# --------------------------------------------------------------------------------------
+# Records read back are untrusted input (issue 26, item 2): every command that reads a
+# manifest, quarantine.json or run.json refuses an edited one with exit 2 and one line,
+# before it reads, moves or trains anything, and nothing outside the folders is touched.
+
+
+def _small_validated(base: Path) -> tuple[Path, Path]:
+    """A clean two-class folder validated with the tiny profile: (data root, run folder)."""
+    root = base / "data"
+    write_clean_folder(root, n_per_class=6)
+    (root / "happy" / "broken.jpg").write_bytes(b"<html>403</html>")  # one to quarantine
+    checked = base / "checked"
+    assert main(["validate", str(root), "-p", str(_profile(base)), "-o", str(checked)]) == 0
+    return root, checked
+
+
+def _edit_parquet(target: Path, path0: object = "keep", root: object = "keep") -> None:
+    """Rewrite a manifest.parquet as an attacker could: the first path, the recorded root."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(target)
+    if path0 != "keep":
+        paths = table.column("path").to_pylist()
+        paths[0] = path0
+        if isinstance(path0, int):  # a whole column of numbers
+            paths = [path0 + i for i in range(len(paths))]
+        index = table.column_names.index("path")
+        table = table.set_column(index, "path", pa.array(paths))
+    meta = dict(table.schema.metadata or {})
+    if root != "keep":
+        attrs = json.loads(meta[b"toolkit"])
+        attrs["root"] = root
+        meta[b"toolkit"] = json.dumps(attrs).encode()
+    pq.write_table(table.replace_schema_metadata(meta), target)
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], *words: str) -> str:
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("toolkit: error: "), lines
+    assert all(w in lines[0] for w in words), (words, lines[0])
+    return lines[0]
+
+
+#: An edited manifest -> (first path, recorded root, what the refusal says)
+EDITED_MANIFESTS = {
+    "a NUL byte in a path": ("happy/a\x00.jpg", "keep", "holds a NUL byte"),
+    "a path climbing out": ("../../outside/secret.jpg", "keep", "climbs out"),
+    "an absolute path": ("/etc/passwd", "keep", "is absolute"),
+    "a null path": (None, "keep", "have no path"),
+    "a path that is a number": (7, "keep", "not text"),
+    "a relative recorded root": ("keep", "data", "not an absolute path"),
+    "a recorded root with a NUL byte": ("keep", "/tmp\x00/data", "holds a NUL byte"),
+}
+
+
+@pytest.mark.parametrize("command", ["train --manifest", "quarantine"])
+@pytest.mark.parametrize("case", list(EDITED_MANIFESTS), ids=list(EDITED_MANIFESTS))
+def test_an_edited_manifest_is_refused_by_every_command_reading_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, case: str
+) -> None:
+    root, checked = _small_validated(tmp_path)
+    path0, recorded_root, words = EDITED_MANIFESTS[case]
+    _edit_parquet(checked / "manifest.parquet", path0, recorded_root)
+    before, outside = snapshot(root), snapshot(tmp_path / "checked")
+    capsys.readouterr()
+    if command == "quarantine":
+        args = ["quarantine", str(checked), "--into", str(tmp_path / "q")]
+    else:
+        args = ["train", "--manifest", str(checked / "manifest.parquet"), "--model", "seed",
+                "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 2
+    _one_error_line(capsys, "manifest.parquet", words)
+    assert snapshot(root) == before and snapshot(tmp_path / "checked") == outside
+    assert not (tmp_path / "q" / "quarantine.json").exists()
+
+
+def test_restore_refuses_a_record_moving_a_file_between_two_outside_places(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example of the issue: `..` in quarantine.json once moved a file from outside both
+    folders to another place outside them."""
+    root, checked = _small_validated(tmp_path)
+    into = tmp_path / "q" / "deeper"
+    assert main(["quarantine", str(checked), "--into", str(into)]) == 0
+    secret = tmp_path / "outside" / "secret.jpg"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not yours")
+    record = json.loads((into / "quarantine.json").read_text())
+    record["files"].append({"path": "../../outside/secret.jpg", "moved": True,
+                            "sha256": hashlib.sha256(b"not yours").hexdigest()})  # fmt: skip
+    (into / "quarantine.json").write_text(json.dumps(record))
+    before = snapshot(root)
+    capsys.readouterr()
+    assert main(["restore", str(into)]) == 2
+    _one_error_line(capsys, "quarantine.json: files[1].path", "climbs out")
+    assert secret.read_bytes() == b"not yours" and snapshot(root) == before
+    assert not (tmp_path.parent / "outside").exists()
+
+
+def _craft_run(run: Path, case: str, fifo_swap: Callable[[Path], Path]) -> None:
+    config = json.loads((run / "run.json").read_text())
+    config["status"] = "training"  # so that --resume reads it too
+    if case == "labels that are not a list":
+        config["labels"] = "happy"
+    elif case == "a negative image size":
+        config["input"]["size"] = -1
+    elif case == "an unknown input key":
+        config["input"]["path"] = "/etc/passwd"
+    elif case == "a duplicate label":
+        config["labels"] = ["happy", "happy"]
+    elif case == "a model file linked out of the run":
+        (run / "model.keras").rename(run.parent / "model.keras")
+        (run / "model.keras").symlink_to(run.parent / "model.keras")
+    elif case == "a model file that is a FIFO":
+        fifo_swap(run / "model.keras")
+    (run / "run.json").write_text(json.dumps(config))
+
+
+CRAFTED_RUNS = {
+    "labels that are not a list": "labels",
+    "a negative image size": "input.size",
+    "an unknown input key": "input",
+    "a duplicate label": "labels",
+    "a model file linked out of the run": "leads outside",
+    "a model file that is a FIFO": "FIFO",
+}
+
+
+#: Each command with each crafted run it reads (resuming reads no model.keras, but its own
+#: checkpoints: see the test after this one).
+RUN_READERS = [
+    (command, case)
+    for command in ("evaluate", "predict", "train --resume")
+    for case in CRAFTED_RUNS
+    if not (command == "train --resume" and "model file" in case)
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "case"), RUN_READERS, ids=[f"{cmd}: {case}" for cmd, case in RUN_READERS]
+)
+def test_a_crafted_run_json_is_refused_by_every_command_reading_it(
+    trained_on_hostile: dict,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fifo_swap: Callable[[Path], Path],
+    command: str,
+    case: str,
+) -> None:
+    run = tmp_path / "runs" / "run"
+    shutil.copytree(trained_on_hostile["run"], run)
+    _craft_run(run, case, fifo_swap)
+    data = tmp_path / "data"
+    write_clean_folder(data, n_per_class=2)
+    before = snapshot(data)
+    capsys.readouterr()
+    args = {
+        "evaluate": ["evaluate", str(run), str(data)],
+        "predict": ["predict", str(run), str(data / "happy" / "happy_000.jpg")],
+        "train --resume": ["train", "--resume", "--out", str(run)],
+    }[command]
+    assert main(args) == 2
+    _one_error_line(capsys, CRAFTED_RUNS[case])
+    assert snapshot(data) == before
+
+
+def test_a_resumed_run_with_crafted_options_is_refused(
+    trained_on_hostile: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_on_hostile["run"], run)
+    config = json.loads((run / "run.json").read_text())
+    config.update(status="training", options={**config["options"], "batch_size": "4; rm -rf"})
+    (run / "run.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run)]) == 2
+    _one_error_line(capsys, "run.json: options.batch_size")
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["history.csv is a FIFO", "a checkpoint is a link out of the run", "checkpoints is a link"],
+)
+def test_a_resumed_run_refuses_special_files_among_its_checkpoints(
+    trained_on_hostile: dict,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fifo_swap: Callable[[Path], Path],
+    case: str,
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_on_hostile["run"], run)
+    config = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**config, "status": "training"}))
+    (tmp_path / "elsewhere").mkdir()
+    if case == "history.csv is a FIFO":
+        fifo_swap(run / "history.csv")
+    elif case == "checkpoints is a link":
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
+        (run / "checkpoints").symlink_to(tmp_path / "elsewhere")
+    else:
+        (run / "checkpoints").mkdir(exist_ok=True)
+        (run / "checkpoints" / "best.weights.h5").unlink(missing_ok=True)
+        (run / "checkpoints" / "best.weights.h5").symlink_to(tmp_path / "elsewhere" / "w.h5")
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run)]) == 2
+    _one_error_line(capsys, "not what training writes")
+
+
+def test_a_resumed_run_with_an_edited_manifest_is_refused(
+    trained_on_hostile: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_on_hostile["run"], run)
+    config = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**config, "status": "training"}))
+    _edit_parquet(run / "manifest.parquet", "../../../etc/passwd")
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run)]) == 2
+    _one_error_line(capsys, "manifest.parquet: path[0]", "climbs out")
+
+
+# --------------------------------------------------------------------------------------
+# Special files wherever a path is opened (issue 26, item 3): a file swapped for a FIFO (or
+# a socket, or a folder) after validation is named, never waited on. The fifo_swap fixture
+# fails a test that blocks instead of letting it hang the run.
+
+
+def test_the_scan_names_a_file_swapped_for_a_fifo_after_its_stat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fifo_swap: Callable[[Path], Path]
+) -> None:
+    from toolkit.scan import FileScanner, ScanOptions
+
+    write_clean_folder(tmp_path / "data", n_per_class=1)
+    stat_only = FileScanner._fill_stat
+
+    def stat_then_swap(self: FileScanner, row: dict, full: str) -> None:
+        stat_only(self, row, full)  # it was a regular file here ...
+        fifo_swap(Path(full))  # ... and is a FIFO when the scan opens it
+
+    monkeypatch.setattr(FileScanner, "_fill_stat", stat_then_swap)
+    row = FileScanner(tmp_path / "data", ScanOptions(detect_faces=False)).scan(
+        "happy/happy_000.jpg"
+    )
+    assert not row["is_readable"] and "FIFO" in row["read_error"]
+
+
+def test_training_leaves_out_a_file_swapped_for_a_fifo(
+    tmp_path: Path, fifo_swap: Callable[[Path], Path]
+) -> None:
+    root, checked = _small_validated(tmp_path)
+    fifo_swap(root / "sad" / "sad_000.jpg")
+    run = tmp_path / "run"
+    code = main(
+        ["train", "--manifest", str(checked / "manifest.parquet"), "--model", "seed",
+         "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--out", str(run)]
+    )  # fmt: skip
+    assert code == 0
+    left_out = {d["path"]: d["why"] for d in json.loads((run / "run.json").read_text())
+                ["left_out"]}  # fmt: skip
+    assert list(left_out) == ["sad/sad_000.jpg"] and "FIFO" in left_out["sad/sad_000.jpg"]
+
+
+def test_evaluate_leaves_out_a_file_swapped_for_a_fifo_after_validation(
+    trained_on_hostile: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fifo_swap: Callable[[Path], Path],
+) -> None:
+    import toolkit.validate
+
+    data = tmp_path / "data"
+    write_clean_folder(data, n_per_class=3)
+    validate = toolkit.validate.validate_manifest
+
+    def validate_then_swap(*args: object, **kwargs: object) -> object:
+        result = validate(*args, **kwargs)
+        fifo_swap(data / "happy" / "happy_001.jpg")  # accepted, then swapped
+        return result
+
+    monkeypatch.setattr(toolkit.validate, "validate_manifest", validate_then_swap)
+    capsys.readouterr()
+    code = main(["evaluate", str(trained_on_hostile["run"]), str(data), "--profile",
+                 str(trained_on_hostile["profile"]), "--json"])  # fmt: skip
+    scores = json.loads(capsys.readouterr().out)
+    assert code == 0 and scores["n_scored"] == 5
+    (left,) = scores["left_out"]
+    assert left["path"] == "happy/happy_001.jpg" and "FIFO" in left["why"]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["fifo", "socket", "folder", "fifo after the scan"],
+    ids=["a FIFO", "a unix socket", "a folder named x.jpg", "a file swapped after its scan"],
+)
+def test_predict_gives_a_special_file_its_error_line(
+    trained_on_hostile: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fifo_swap: Callable[[Path], Path],
+    kind: str,
+) -> None:
+    from toolkit.scan import FileScanner
+
+    write_clean_folder(tmp_path / "data", n_per_class=1)
+    good, special = tmp_path / "data" / "happy" / "happy_000.jpg", tmp_path / "x.jpg"
+    if kind == "fifo":
+        fifo_swap(special)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(special))
+        sock.close()
+    elif kind == "folder":
+        special.mkdir()
+    else:
+        shutil.copy(good, special)
+        scan = FileScanner.scan
+
+        def scan_then_swap(self: FileScanner, rel: str) -> dict:
+            row = scan(self, rel)
+            if rel.endswith("x.jpg"):
+                fifo_swap(special)
+            return row
+
+        monkeypatch.setattr(FileScanner, "scan", scan_then_swap)
+    capsys.readouterr()
+    code = main(["predict", str(trained_on_hostile["run"]), "--json", str(good), str(special)])
+    results = json.loads(capsys.readouterr().out)
+    assert code == 1 and [r["error"] is None for r in results] == [True, False]
+    assert "regular file" in results[1]["error"], results[1]

@@ -7,8 +7,12 @@ validates a folder with the run's profile, then scores the accepted files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit.errors import ManifestError, UsageError
+from toolkit.errors import ManifestError, RecordError, UsageError
+from toolkit.paths import inside_problem, open_regular, read_regular
 from toolkit.pipeline import DecodedImages, InputSpec, decode_rows, make_dataset
 from toolkit.validate import ACCEPTED
 
@@ -44,33 +49,114 @@ class Run:
 
 
 def read_run_config(folder: Path) -> dict[str, Any]:
-    """run.json of a run folder, or a ManifestError naming what is missing."""
+    """run.json of a run folder, checked before use: a ManifestError when there is none, a
+    RecordError (exit 2) naming the first key that no training run writes."""
     path = Path(folder) / RUN_JSON
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ManifestError(path, "not a run folder (no run.json; train one with `toolkit train`)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ManifestError(path, f"unreadable run record: {exc}") from exc
+        config = json.loads(read_regular(path).decode("utf-8"))
+    except (OSError, ValueError) as exc:  # a FIFO or a folder, not UTF-8, not JSON
+        raise RecordError(path, "file", f"unreadable run record: {exc}") from None
+    if not isinstance(config, dict):
+        raise RecordError(path, "file", f"expected an object, got {type(config).__name__}")
+    for key, problem in _run_config_problems(config):
+        raise RecordError(path, key, problem)
+    return config
+
+
+def _run_config_problems(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(key, why) for each value of run.json the commands that read it back would trust."""
+    labels = config.get("labels")
+    if (
+        not isinstance(labels, list)
+        or len(labels) < 2
+        or not all(isinstance(x, str) and x and "\x00" not in x for x in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        yield "labels", f"expected two or more distinct class names, got {labels!r:.80}"
+    spec = config.get("input")
+    fields = {f.name for f in dataclasses.fields(InputSpec)}
+    if not isinstance(spec, dict) or not set(spec) <= fields:
+        yield "input", f"expected an object with keys among {sorted(fields)}, got {spec!r:.80}"
+        return
+    if not _is_int(spec.get("size", 1)) or not 1 <= spec.get("size", 1) <= MAX_INPUT_PX:
+        yield "input.size", f"expected a whole number 1-{MAX_INPUT_PX}, got {spec['size']!r:.40}"
+    if spec.get("channels", 3) not in (1, 3) or isinstance(spec.get("channels"), bool):
+        yield "input.channels", f"expected 1 or 3, got {spec['channels']!r:.40}"
+    if not isinstance(spec.get("crop_faces", False), bool):
+        yield "input.crop_faces", f"expected true or false, got {spec['crop_faces']!r:.40}"
+    margin = spec.get("face_margin", 0.0)
+    if not _is_number(margin) or not 0 <= margin <= 10:
+        yield "input.face_margin", f"expected a number 0-10, got {margin!r:.40}"
+    temperature = config.get("temperature")
+    if temperature is not None and (not _is_number(temperature) or not temperature > 0):
+        yield "temperature", f"expected a number above 0, got {temperature!r:.40}"
+    model = config.get("model", {})
+    if not isinstance(model, dict) or not isinstance(model.get("tta_flip", False), bool):
+        yield "model", f"expected an object with tta_flip true or false, got {model!r:.80}"
+    profile = config.get("profile", {})
+    spec_text = profile.get("spec", "") if isinstance(profile, dict) else None
+    if not isinstance(spec_text, str) or "\x00" in spec_text:
+        yield "profile", f"expected an object with the profile's spec (text), got {profile!r:.80}"
+    if not isinstance(config.get("status", ""), str):
+        yield "status", f"expected text, got {config['status']!r:.40}"
+
+
+#: The largest input side a run.json may ask for: a bigger one is an edit, not a model.
+MAX_INPUT_PX = 4096
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def model_file(folder: Path) -> Path:
+    """The run's model file: a regular file inside the run folder (not a link out of it, nor
+    a FIFO Keras would wait on), or a ManifestError / RecordError saying why not."""
+    model_path = Path(folder) / MODEL_FILE
+    if not os.path.lexists(model_path):
+        raise ManifestError(model_path, "the run has no model (did training finish?)")
+    why = inside_problem(folder, MODEL_FILE)
+    if why is not None:
+        raise RecordError(model_path, MODEL_FILE, why)
+    try:
+        with open_regular(model_path):
+            pass
+    except OSError as exc:
+        raise RecordError(model_path, MODEL_FILE, exc.strerror or str(exc)) from None
+    return model_path
 
 
 def load_run(folder: Path) -> Run:
     """Load a run's model in Keras' safe mode (no code from the file runs) and its config."""
+    folder = Path(folder)
+    config = read_run_config(folder)  # refused before TensorFlow loads
+    model_path = model_file(folder)
+
     import keras
 
     import toolkit.layers  # noqa: F401  (registers the default model's layers)
 
-    folder = Path(folder)
-    config = read_run_config(folder)
-    model_path = folder / MODEL_FILE
-    if not model_path.is_file():
-        raise ManifestError(model_path, "the run has no model (did training finish?)")
     try:
         model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:
         raise ManifestError(model_path, f"cannot load the model safely: {exc}") from exc
     spec = InputSpec(**config["input"])
-    return Run(folder, model, list(config["labels"]), spec, config)
+    labels = list(config["labels"])
+    # run.json must describe this model: an edited one would fail later, mid-prediction
+    outputs, wanted = model.output_shape[-1], 1 if len(labels) == 2 else len(labels)
+    if outputs != wanted:
+        raise RecordError(folder / RUN_JSON, "labels", f"{len(labels)} classes for a model "
+                          f"with {outputs} output(s)")  # fmt: skip
+    shape = tuple(model.input_shape[1:])
+    if any(d is not None and d != s for d, s in zip(shape, spec.shape, strict=False)):
+        raise RecordError(folder / RUN_JSON, "input", f"{spec.shape} for a model taking {shape}")
+    return Run(folder, model, labels, spec, config)
 
 
 def predict_proba(

@@ -28,11 +28,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit.errors import ManifestError, UsageError, processing
+from toolkit.errors import RecordError, UsageError, processing
 from toolkit.images import flatten
+from toolkit.manifest import MANIFEST_PARQUET as MANIFEST
+from toolkit.paths import (
+    check_record_paths,
+    leads_outside,
+    read_regular,
+    relative_problem,
+    root_problem,
+)
 from toolkit.rules import content_groups
 from toolkit.text import escape_controls
-from toolkit.paths import leads_outside
 from toolkit.validate import ACCEPTED
 
 log = logging.getLogger(__name__)
@@ -151,17 +158,21 @@ def class_names(manifest: pd.DataFrame) -> list[str]:
 
 
 def member_path(root: Path, rel: str) -> Path:
-    """`root / rel`, refusing a manifest path that is absolute or climbs out of the root."""
-    pure = PurePosixPath(rel)
-    if pure.is_absolute() or ".." in pure.parts or not rel:
-        raise ManifestError(Path(rel), "path leaves the data root; refusing to read it")
-    return Path(root) / pure
+    """`root / rel`, refusing (RecordError) a manifest path that is not a plain relative one."""
+    why = relative_problem(rel)
+    if why is not None:
+        raise RecordError(Path(MANIFEST), "path", why)
+    return Path(root) / PurePosixPath(rel)
 
 
 def check_paths(manifest: pd.DataFrame) -> None:
-    """Refuse the whole manifest if any path could reach outside its root."""
-    for rel in manifest["path"].dropna():
-        member_path(Path("."), str(rel))
+    """Refuse the whole manifest if any path, or any root it names, could reach outside."""
+    check_record_paths(manifest["path"].tolist(), source=MANIFEST, key="path")
+    roots = manifest["root"].dropna().unique() if "root" in manifest.columns else []
+    for root in [*roots, *([manifest.attrs["root"]] if manifest.attrs.get("root") else [])]:
+        why = root_problem(root, must_exist=False)
+        if why is not None:
+            raise RecordError(Path(MANIFEST), "root", why)
 
 
 def decode_rows(
@@ -200,6 +211,10 @@ def decode_rows(
         for i, (r, (_, row)) in enumerate(zip(roots, rows.iterrows(), strict=True))
     ]
 
+    for base in {t[1] for t in tasks}:  # "." or a folder gone: no silent reads from elsewhere
+        why = root_problem(str(base))
+        if why is not None:
+            raise RecordError(Path(MANIFEST), "root", why)
     real_roots = {base: os.path.realpath(base) for base in {t[1] for t in tasks}}
     # Longest first (by the manifest's byte count, which entropy decoding scales with): one
     # 3 MB photo dealt last keeps one core busy 0.1-0.2 s while the others idle.
@@ -258,7 +273,7 @@ def load_image(path: Path, spec: InputSpec, *, row: pd.Series | None = None) -> 
     from PIL import Image
 
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # a FIFO swapped in since the scan must not block training
     except FileNotFoundError:
         raise ImageProblem("vanished since the scan (validate again)") from None
     except OSError as exc:

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import shutil
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit import __version__
-from toolkit.errors import ToolkitError, UsageError, processed_path
+from toolkit.errors import RecordError, ToolkitError, UsageError, processed_path
 from toolkit.evaluate import (
     MODEL_FILE,
     RUN_JSON,
@@ -51,6 +53,7 @@ from toolkit.manifest import (
     write_manifest,
 )
 from toolkit.models import get_recipe
+from toolkit.paths import file_kind
 from toolkit.pipeline import (
     DEFAULT_MEMORY_BYTES,
     DEFAULT_RATIOS,
@@ -262,9 +265,7 @@ def train_model(
     out = Path(out)
     if resume:
         config, manifest = _resume_state(out)
-        options = TrainOptions(
-            **{**config["options"], "ratios": tuple(config["options"]["ratios"])}
-        )
+        options = _resumed_options(config, out / RUN_JSON)
     worker = read_worker(options.strategy)
     if not resume:
         if manifest is None:
@@ -413,7 +414,59 @@ def _resume_state(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     manifest = read_manifest(out)
     if "split" not in manifest.columns:
         raise TrainingError(f"{out}: the run's manifest has no split column")
+    _check_resumed_files(out)
     return config, manifest
+
+
+def _check_resumed_files(out: Path) -> None:
+    """A resumed run reads history.csv and every file below checkpoints/: each must be a
+    regular file or folder of the run itself (a FIFO would block Keras for ever, a link
+    could lead it anywhere); otherwise a RecordError, before anything is read."""
+    entries = [out / HISTORY_CSV, out / CHECKPOINTS]
+    for folder, dirs, files in os.walk(out / CHECKPOINTS):  # links are listed, not followed
+        entries += [Path(folder) / name for name in (*dirs, *files)]
+    for path in entries:
+        if not os.path.lexists(path):
+            continue
+        mode = path.lstat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise RecordError(
+                path, path.name, f"{file_kind(mode)}, not what training writes; nothing resumed"
+            )
+
+
+def _resumed_options(config: dict[str, Any], path: Path) -> TrainOptions:
+    """The options run.json recorded, each checked: an edited record is refused (exit 2)."""
+    options = config.get("options")
+    names = {f.name for f in fields(TrainOptions)}
+    if not isinstance(options, dict) or not set(options) <= names:
+        raise RecordError(path, "options", f"expected an object with keys among {sorted(names)}")
+
+    def whole(value: object, low: int, *, none: bool = False) -> bool:
+        if value is None:
+            return none
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    checks = {
+        "model": lambda v: isinstance(v, str),
+        "strategy": lambda v: isinstance(v, str),
+        "epochs": lambda v: whole(v, 1, none=True),
+        "patience": lambda v: whole(v, 0, none=True),
+        "image_size": lambda v: whole(v, 8, none=True),
+        "batch_size": lambda v: whole(v, 1),
+        "seed": lambda v: whole(v, 0),
+        "memory_bytes": lambda v: whole(v, 0),
+        "learning_rate": lambda v: v is None or (_finite(v) and v > 0),
+        "ratios": lambda v: isinstance(v, list) and len(v) == 3 and all(map(_finite, v)),
+    }
+    for key, value in options.items():
+        if not checks[key](value):
+            raise RecordError(path, f"options.{key}", f"not a value training writes: {value!r:.60}")
+    return TrainOptions(**{**options, "ratios": tuple(options.get("ratios", DEFAULT_RATIOS))})
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _split_counts(manifest: pd.DataFrame, labels: list[str]) -> dict[str, dict[str, int]]:
