@@ -355,3 +355,14 @@ def test_without_folder_descriptors_the_walk_joins_paths_and_still_makes_every_r
     assert rows.loc["sad/locked", "read_error"] == "cannot list: No"
     assert rows.loc["happy/a/b/nested.jpg", "is_decodable"]
     assert len(rows) == 10
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_the_walk_leaves_no_folder_open_even_when_stopped_early(clean_root: Path) -> None:
+    write_image(clean_root / "happy" / "a" / "b" / "nested.jpg")
+    before = len(os.listdir("/proc/self/fd"))
+    walk = scan_module.list_entries(clean_root)
+    next(walk)  # folders are open now, one per level ...
+    walk.close()  # ... and closed when the caller stops
+    assert len(list(scan_module.list_entries(clean_root))) == 9
+    assert len(os.listdir("/proc/self/fd")) == before
