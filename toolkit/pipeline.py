@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import RecordError, UsageError, processing
-from toolkit.images import flatten
+from toolkit.images import UPRIGHT, decode_turn, flatten_reduced, upright
 from toolkit.manifest import MANIFEST_PARQUET as MANIFEST
 from toolkit.paths import (
     check_record_paths,
@@ -50,9 +50,6 @@ DEFAULT_RATIOS = (0.7, 0.2, 0.1)  # the tutorial's train/val/test shares
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
 #: A file declaring more pixels than this is never decoded (decompression bombs).
 MAX_DECODE_PIXELS = 100_000_000
-
-# EXIF orientation -> the Pillow transpose that makes the picture upright.
-_UPRIGHT = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # values of PIL.Image.Transpose
 
 
 @dataclass(frozen=True)
@@ -391,18 +388,15 @@ def _scanned_jpeg(data: bytes, row: pd.Series, spec: InputSpec) -> np.ndarray | 
         )
         pixels = pixels[top:bottom, left:right]
     orientation = row.get("exif_orientation")
-    if pd.notna(orientation) and int(orientation) in _UPRIGHT:
+    if pd.notna(orientation) and int(orientation) in UPRIGHT:
         from PIL import Image
 
-        turn = Image.Transpose(_UPRIGHT[int(orientation)])
+        turn = Image.Transpose(UPRIGHT[int(orientation)])
         pixels = np.asarray(Image.fromarray(pixels).transpose(turn))
     return resize_square(np.ascontiguousarray(pixels), spec.size).reshape(spec.shape)
 
 
 def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) -> np.ndarray:
-    from PIL import Image
-
-    orientation = img.getexif().get(0x0112) if hasattr(img, "getexif") else None
     width, height = img.size
     if img.format in ("JPEG", "MPO"):
         # decode at the smallest DCT scale that still covers the output (or the face box)
@@ -411,12 +405,19 @@ def _to_array(img: Any, spec: InputSpec, box: tuple[int, int, int, int] | None) 
         if box and img.size != (width, height):
             box = _rescaled_box(box, width, height, img.size)
     img.seek(0)  # the first frame of an animation
-    img.load()
-    img = flatten(img)
-    if box:
-        img = img.crop(box)
-    if orientation in _UPRIGHT:
-        img = img.transpose(Image.Transpose(_UPRIGHT[orientation]))
+    factor = 1
+    if img.format not in ("JPEG", "MPO"):
+        # box-averaged while flattened, to no less than twice the output (resize_square
+        # averages the rest), so that a big PNG is never converted at full size
+        cw, ch = (box[2] - box[0], box[3] - box[1]) if box else img.size
+        factor = max(1, min(cw, ch) // (2 * spec.size))
+    with decode_turn(img):
+        img.load()
+        orientation = img.getexif().get(0x0112)  # a PNG's may follow the pixels
+        flat = flatten_reduced(img, factor, box=box)
+        if flat is not img:
+            img.close()  # the full-size pixels go before the next big decode's turn
+    img = upright(flat, orientation)
     mode = "L" if spec.channels == 1 else "RGB"
     if img.mode != mode:  # convert() to the same mode would still copy every pixel
         img = img.convert(mode)

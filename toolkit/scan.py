@@ -29,7 +29,7 @@ import pandas as pd
 
 from toolkit.errors import DataRootError
 from toolkit.faces import INPUT_PX, FaceDetector
-from toolkit.images import flatten
+from toolkit.images import decode_turn, flatten_reduced
 from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows
 from toolkit.paths import leads_outside, open_regular
 from toolkit.text import escape_controls
@@ -408,11 +408,14 @@ class FileScanner:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    row["exif_orientation"] = _exif_orientation(img)
-                    if img.format in ("JPEG", "MPO"):
-                        img.draft("RGB", (DRAFT_SIDE_PX, DRAFT_SIDE_PX))
-                    img.load()
-                    plain = flatten(img)
+                    with decode_turn(img):  # a PNG's EXIF may follow its pixels: inside
+                        row["exif_orientation"] = _exif_orientation(img)
+                        if img.format in ("JPEG", "MPO"):
+                            img.draft("RGB", (DRAFT_SIDE_PX, DRAFT_SIDE_PX))
+                        img.load()
+                        plain = flatten_reduced(img, _reduce_factor(img))
+                        if plain is not img:
+                            img.close()  # the full-size pixels go before the hashes and faces
             except Exception as exc:
                 row["decode_error"] = _decode_error_text(exc, row["detected_format"])
                 return
@@ -430,8 +433,8 @@ class FileScanner:
 
             cv2.setNumThreads(1)  # the scan parallelises across files, not inside one
             self._faces = FaceDetector()
-        # the detector sees the decoded copy (DCT-scaled for JPEGs), box-filtered to at
-        # most 4x its input first so that big PNGs are not copied whole: map back to the file
+        # the detector sees the decoded copy (DCT-scaled for JPEGs, box-averaged while
+        # flattening for others), box-filtered to at most 4x its input: map back to the file
         factor = max(plain.size) // (4 * INPUT_PX)
         seen = plain.reduce(factor) if factor > 1 else plain
         faces = self._faces.detect(np.asarray(seen if seen.mode == "RGB" else seen.convert("RGB")))
@@ -441,6 +444,17 @@ class FileScanner:
             sx, sy = width / seen.size[0], height / seen.size[1]
             row["face_x"], row["face_y"] = round(face.x * sx), round(face.y * sy)
             row["face_w"], row["face_h"] = round(face.w * sx), round(face.h * sy)
+
+
+def _reduce_factor(img: Any) -> int:
+    """How many times the scan box-averages a decoded picture (while flattening it, so a
+    big PNG is never converted at full size): to no less than 4x the face detector's input
+    on the longer side and PHASH_MIN_SIDE_PX on the shorter. 1 for JPEGs: draft() already
+    decoded them at a reduced scale."""
+    if img.format in ("JPEG", "MPO"):
+        return 1
+    longer, shorter = max(img.size), min(img.size)
+    return max(1, min(longer // (4 * INPUT_PX), shorter // PHASH_MIN_SIDE_PX))
 
 
 def _phash_copy(gray: Any) -> Any:

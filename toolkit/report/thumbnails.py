@@ -2,7 +2,8 @@
 
 Files are opened read-only, and only those the manifest says decode and declare at most
 `max_pixels` pixels: a decompression bomb is never decoded, not even for a thumbnail.
-JPEGs decode at reduced scale (libjpeg DCT scaling), so a 24 MP photo costs a few ms.
+JPEGs decode at reduced scale (libjpeg DCT scaling), so a 24 MP photo costs a few ms;
+other formats decode whole, one big picture at a time, and are shrunk while flattened.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from toolkit.errors import processing
-from toolkit.images import flatten
+from toolkit.images import decode_turn, flatten_reduced, upright
 from toolkit.paths import leads_outside, open_regular
 
 log = logging.getLogger(__name__)
@@ -97,17 +98,20 @@ def _encode(path: str, max_pixels: int, side: int) -> Thumbnail:
         if img.format == "JPEG":
             img.draft("RGB", (side, side))
         img.seek(0)
-        picture = _to_rgb(ImageOps.exif_transpose(img))
+        # others are box-averaged while they are flattened, to no less than twice the side
+        # (as thumbnail()'s own first step would), so a big PNG is never converted whole
+        factor = 1 if img.format == "JPEG" else max(1, max(img.size) // (2 * side))
+        with decode_turn(img):
+            img.load()
+            orientation = img.getexif().get(ExifTags.Base.Orientation)
+            picture = flatten_reduced(img, factor).convert("RGB")
+            img.close()  # the full-size pixels go before the next big decode's turn
+    picture = upright(picture, orientation)
     picture.thumbnail((side, side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     picture.save(buf, format="JPEG", quality=THUMB_QUALITY)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return Thumbnail(f"data:image/jpeg;base64,{data}", picture.width, picture.height)
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """An RGB copy of any mode (16-bit and float scaled to 8 bits, alpha over white)."""
-    return flatten(img).convert("RGB")
 
 
 def _file_path(root: Path, row: dict) -> str:
