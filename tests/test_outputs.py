@@ -335,6 +335,18 @@ def test_a_killed_run_s_staging_folder_is_removed_by_the_next_run(tmp_path: Path
     assert [p.name for p in out.iterdir() if p.name.startswith(STAGING_PREFIX)] == [alive.name]
 
 
+@pytest.mark.parametrize("resolved", [False, True], ids=["as written", "resolved"])
+def test_a_staged_path_names_its_final_place_under_a_relative_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resolved: bool
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    staging = Staging(Path("runs") / "data", "c" * 32)
+    staged = staging.folder / DATA_DOCS_DIR / "index.html"  # gx hands back resolved paths
+    staged.parent.mkdir(parents=True)
+    shown = staging.final(staged.resolve() if resolved else staged)
+    assert shown == Path("runs") / "data" / DATA_DOCS_DIR / "index.html"
+
+
 def test_a_failed_first_run_leaves_no_output_folder(tmp_path: Path) -> None:
     out = tmp_path / "runs" / "data"
     with pytest.raises(RuntimeError), staged_outputs(out, new_run_id()):

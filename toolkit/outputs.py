@@ -243,8 +243,12 @@ class Staging:
         return self.out / f"{STAGING_PREFIX}{self.run_id}"
 
     def final(self, path: Path) -> Path:
-        """Where a path inside the staging folder will be once the outputs are in place."""
-        return self.out / Path(path).relative_to(self.folder)
+        """Where a path inside the staging folder will be once the outputs are in place
+        (given as written, or resolved to an absolute path)."""
+        path = Path(path)
+        if path.is_absolute() != self.folder.is_absolute():
+            return self.out / path.resolve().relative_to(self.folder.resolve())
+        return self.out / path.relative_to(self.folder)
 
     def mark(self, folder: Path) -> None:
         """Record the run id inside an output that is a folder (data_docs)."""
