@@ -680,6 +680,19 @@ def test_an_edited_manifest_is_refused_by_every_command_reading_it(
     assert not (tmp_path / "q" / "quarantine.json").exists()
 
 
+def test_training_refuses_a_manifest_whose_data_folder_is_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, checked = _small_validated(tmp_path)
+    root.rename(tmp_path / "moved")
+    capsys.readouterr()
+    code = main(["train", "--manifest", str(checked / "manifest.parquet"), "--model", "seed",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 2
+    _one_error_line(capsys, "root", "not an existing folder")
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
 def test_restore_refuses_a_record_moving_a_file_between_two_outside_places(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -237,3 +237,21 @@ def test_quarantine_never_moves_through_a_class_folder_linked_out(
     record = quarantine_rejected(run, tmp_path / "q")
     assert "happy/broken.jpg: leads outside the data root; not moved" in record.skipped
     assert snapshot(elsewhere) == before
+
+
+@pytest.mark.parametrize(
+    "root", [None, "data"], ids=["a manifest with no recorded root", "a relative recorded root"]
+)
+def test_quarantine_never_takes_the_current_folder_for_a_missing_root(
+    validated: tuple[Path, Path], tmp_path: Path, root: str | None
+) -> None:
+    import pyarrow.parquet as pq
+
+    _, run = validated
+    table = pq.read_table(run / "manifest.parquet")
+    meta = dict(table.schema.metadata or {})
+    meta[b"toolkit"] = json.dumps({**json.loads(meta[b"toolkit"]), "root": root}).encode()
+    pq.write_table(table.replace_schema_metadata(meta), run / "manifest.parquet")
+    with pytest.raises(RecordError, match="root"):
+        quarantine_rejected(run, tmp_path / "q")
+    assert not (tmp_path / "q" / "quarantine.json").exists()

@@ -343,7 +343,7 @@ def evaluate_run(
     from toolkit.validate import validate_manifest
 
     run = load_run(folder)
-    rules = load_profile(profile or run.config["profile"]["spec"])
+    rules = load_profile(profile or run.config.get("profile", {}).get("spec") or None)
     frames = []
     for root in data:
         manifest = scan_folder(

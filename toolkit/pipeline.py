@@ -162,12 +162,13 @@ def member_path(root: Path, rel: str) -> Path:
     return Path(root) / PurePosixPath(rel)
 
 
-def check_paths(manifest: pd.DataFrame) -> None:
-    """Refuse the whole manifest if any path, or any root it names, could reach outside."""
+def check_paths(manifest: pd.DataFrame, *, roots_exist: bool = False) -> None:
+    """Refuse the whole manifest if any path, or any root it names, could reach outside
+    (or, with `roots_exist`, names a data folder that is not there)."""
     check_record_paths(manifest["path"].tolist(), source=MANIFEST, key="path")
     roots = manifest["root"].dropna().unique() if "root" in manifest.columns else []
     for root in [*roots, *([manifest.attrs["root"]] if manifest.attrs.get("root") else [])]:
-        why = root_problem(root, must_exist=False)
+        why = root_problem(root, must_exist=roots_exist)
         if why is not None:
             raise RecordError(Path(MANIFEST), "root", why)
 

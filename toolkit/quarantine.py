@@ -49,7 +49,10 @@ def quarantine_rejected(run_dir: Path, into: Path) -> QuarantineRecord:
     manifest = read_manifest(Path(run_dir))
     if "status" not in manifest:
         raise QuarantineError(Path(run_dir), "the manifest has no verdicts: run `validate` first")
-    root = Path(manifest.attrs.get("root") or "")
+    why = root_problem(manifest.attrs.get("root"), must_exist=False)
+    if why is not None:  # none recorded: never "." (wherever the command happens to run)
+        raise RecordError(Path(run_dir), "metadata root", why)
+    root = Path(manifest.attrs["root"])
     if not root.is_dir():
         raise QuarantineError(root, "the data folder of this run is gone")
     into = Path(into)

@@ -275,7 +275,7 @@ def train_model(
             raise UsageError(
                 f"{out} already holds a run; pass --resume to continue it or pick another --out"
             )
-        check_paths(manifest)
+        check_paths(manifest, roots_exist=True)  # before the run folder is made
         manifest = split_manifest(
             manifest,
             options.ratios,
