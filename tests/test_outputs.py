@@ -64,6 +64,11 @@ def _a_file(tmp_path: Path, root: Path) -> Path:
     return tmp_path / "notes.txt"
 
 
+def _dangling_symlink(tmp_path: Path, root: Path) -> Path:
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    return tmp_path / "gone"
+
+
 def _under_a_file(tmp_path: Path, root: Path) -> Path:
     (tmp_path / "notes.txt").write_text("mine")
     return tmp_path / "notes.txt" / "out"
@@ -80,6 +85,7 @@ def _under_a_file(tmp_path: Path, root: Path) -> Path:
         (_symlink_into_data, "--out lies inside the data folder"),
         (_a_file, "--out is a regular file, not a folder"),
         (_under_a_file, "cannot be created"),
+        (_dangling_symlink, "--out is a symlink to nothing"),
     ],
     ids=[
         "the output folder is the data folder",
@@ -90,6 +96,7 @@ def _under_a_file(tmp_path: Path, root: Path) -> Path:
         "a symlink leads the output folder into the data",
         "the output path is an existing file",
         "the output folder would have to be made under a file",
+        "the output path is a symlink to nothing",
     ],
 )
 def test_an_output_folder_that_would_touch_the_data_or_cannot_be_written_is_refused(
@@ -360,3 +367,29 @@ def test_a_manifest_written_by_hand_reads_back_without_a_run_id(tmp_path: Path) 
     write_manifest(manifest, tmp_path)
     assert read_run_id(tmp_path) is None
     pd.testing.assert_frame_equal(read_manifest(tmp_path), manifest, check_dtype=False)
+
+
+@pytest.mark.parametrize(
+    ("header", "ours"),
+    [
+        ("path,label,extension,is_hidden,sha256,width_px\n", True),
+        ("path,label,sha256,a_column_added_later\r\n", True),
+        ("path,label,score\n", False),
+        ("name,sha256\n", False),
+        ("", False),
+    ],
+    ids=[
+        "a manifest's header",
+        "a manifest with a column added in a later version",
+        "a user's table with path and label but no sha256",
+        "a user's table of hashes",
+        "an empty file",
+    ],
+)
+def test_a_manifest_csv_is_recognised_by_its_core_columns(
+    tmp_path: Path, header: str, ours: bool
+) -> None:
+    from toolkit.manifest import is_manifest_csv
+
+    (tmp_path / "manifest.csv").write_bytes(header.encode())
+    assert is_manifest_csv(tmp_path / "manifest.csv") is ours

@@ -187,17 +187,17 @@ def manifest_run_id(path: Path) -> str | None:
 
 def is_manifest_csv(path: Path) -> bool:
     """`path` is a manifest.csv the toolkit wrote: a regular file whose header row starts
-    with the scan's columns, in order."""
+    with path and label and names sha256 (the columns every version of the manifest has
+    had, so a column added later does not disown the CSVs written before it)."""
     path = Path(path)
     if path.is_symlink():
         return False
-    header = ",".join(SCAN_COLUMNS)
     try:
         with open_regular(path) as fh:
-            head = fh.read(len(header) + 1)
+            header = fh.readline(64 * 1024).decode("utf-8", "replace").rstrip("\r\n")
     except OSError:
         return False
-    return head.decode("utf-8", "replace").startswith(header)
+    return header.startswith("path,label,") and "sha256" in header.split(",")
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

@@ -204,6 +204,8 @@ def _check_writable(out: Path, option: str) -> None:
         raise OutputError(out, f"{option} cannot be used: {exc.strerror}") from None
     if mode is not None and not stat.S_ISDIR(mode):
         raise OutputError(out, f"{option} is {file_kind(mode)}, not a folder; pick a folder")
+    if mode is None and os.path.lexists(out):
+        raise OutputError(out, f"{option} is a symlink to nothing; pick a folder")
     probe = Path(os.path.abspath(out))
     if mode is None:  # the nearest existing folder above decides whether it can be made
         probe = next(p for p in probe.parents if os.path.lexists(p))
