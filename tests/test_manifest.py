@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from toolkit.errors import ManifestError, RecordError
 from toolkit.manifest import COLUMNS, atomic_write_text, read_manifest, write_manifest
+from toolkit.paths import relative_problem
 from toolkit.scan import scan_folder
 
 
@@ -153,8 +154,11 @@ def test_a_manifest_that_is_a_fifo_is_refused_without_waiting(
         read_manifest(target)
 
 
+_PATH_TEXT = st.one_of(st.text(max_size=16), st.text(st.sampled_from("./a\x00\\"), max_size=8))
+
+
 @settings(max_examples=50, deadline=None)
-@given(paths=st.lists(st.text(max_size=16), min_size=1, max_size=4))
+@given(paths=st.lists(_PATH_TEXT, min_size=1, max_size=4))
 def test_every_path_a_manifest_reads_back_stays_inside_its_root(paths: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
@@ -163,6 +167,7 @@ def test_every_path_a_manifest_reads_back_stays_inside_its_root(paths: list[str]
         try:
             back = read_manifest(target)
         except RecordError:
+            assert any(relative_problem(p) for p in paths)  # refused only for a reason
             return  # refused whole: nothing in it is used
         for rel in back["path"]:
             joined = os.path.normpath(os.path.join(root, rel))

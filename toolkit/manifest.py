@@ -259,10 +259,15 @@ def _read_attrs(table: Any, path: Path) -> dict[str, Any]:
     return attrs
 
 
+#: RE2: absolute, a NUL byte, a `..` part, or only dots and slashes (empty, ".", "./").
+_SUSPECT_PATH = r"^/|\x00|(^|/)\.\.(/|$)|^[./]*$"
+
+
 def _check_columns(table: Any, path: Path) -> None:
     """Refuse a manifest whose path column (or label, sha256, root) holds what no scan
     writes: a null, a non-text value, a NUL byte, an absolute path or a `..` part."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     for name in ("path", "label", "sha256", "root"):
         if name not in table.column_names:
@@ -275,7 +280,11 @@ def _check_columns(table: Any, path: Path) -> None:
     column = table.column("path")
     if column.null_count:
         raise RecordError(path, "path", f"{column.null_count} row(s) have no path")
-    check_record_paths(column.to_pylist(), source=path, key="path")
+    # One vectorised pass flags what might be unsafe (a superset of what relative_problem
+    # refuses); only then is every path judged one by one, for the first one's message.
+    flagged = pc.match_substring_regex(column, _SUSPECT_PATH)
+    if os.sep != "/" or pc.any(flagged).as_py():
+        check_record_paths(column.to_pylist(), source=path, key="path")
     if "root" in table.column_names:
         for root in set(table.column("root").to_pylist()) - {None}:
             why = root_problem(root, must_exist=False)
