@@ -120,14 +120,20 @@ def test_a_folder_without_write_permission_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "roots",
-    [[], ["s3://bucket/data"], ["memory://data"]],
-    ids=["no data folder", "an s3 URL cannot overlap a local folder", "nor a memory URL"],
+    [[], ["s3://bucket/data"], ["memory://data"], ["{tmp}/runs/data/missing"]],
+    ids=[
+        "no data folder",
+        "an s3 URL cannot overlap a local folder",
+        "nor a memory URL",
+        "a data folder that does not exist (its command reports that)",
+    ],
 )
 def test_an_output_folder_beside_the_data_is_accepted_and_not_created(
     tmp_path: Path, roots: list[str]
 ) -> None:
     root = _data(tmp_path)
     out = tmp_path / "runs" / "data"
+    roots = [r.format(tmp=tmp_path) for r in roots]
     assert check_output(out, [root, *roots]) == out
     assert not out.exists()  # the check creates nothing
 

@@ -135,13 +135,16 @@ def check_output(
     """Refuse an output folder that is, lies inside, or contains a data folder, that is a
     file, or that cannot be created or written; returns `out`. Creates nothing.
 
-    A data root given as a URL (s3://, memory://...) cannot overlap a local folder."""
+    A data root given as a URL (s3://, memory://...) cannot overlap a local folder, and one
+    that does not exist holds nothing to protect."""
     out = Path(out)
     for root in data_roots:
         text = str(root)
         if "://" in text and not text.startswith("file://"):
             continue
         root_path = Path(text.removeprefix("file://"))
+        if _identity(root_path) is None:
+            continue  # no such data folder: the command says so in its own words
         if _contains(root_path, out):
             how = "is" if _contains(out, root_path) else "lies inside"
         elif _contains(out, root_path):
