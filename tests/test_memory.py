@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from toolkit import images
+from toolkit.scan import FileScanner, ScanOptions
 
 #: Side of the big test image: 144 MB decoded as RGBA, a few KB as a PNG.
 BIG_SIDE_PX = 6000
@@ -166,3 +169,127 @@ def test_a_box_of_the_picture_is_flattened_and_reduced_alone() -> None:
     box = (10, 5, 70, 47)
     expected = images.flatten(img.copy()).crop(box).reduce(4)
     assert np.array_equal(np.asarray(images.flatten_reduced(img, 4, box=box, band_px=8)), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mode=st.sampled_from(MODES),
+    width=st.integers(1, 40),
+    height=st.integers(1, 40),
+    factor=st.integers(1, 6),
+    band_px=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_any_banding_gives_the_pixels_of_the_whole_picture(
+    mode: str, width: int, height: int, factor: int, band_px: int, seed: int
+) -> None:
+    img = _any_mode(mode, (width, height), seed)
+    expected = images.flatten(img.copy()).reduce(factor)
+    reduced = images.flatten_reduced(img, factor, band_px=band_px)
+    assert np.array_equal(np.asarray(reduced), np.asarray(expected))
+
+
+# ---------------------------------------------- decoders that hold more than the picture
+
+SIDE_PX = (3000, 2000)
+
+
+def _write_16_bit_tiff(path: Path) -> None:
+    """A 16-bit RGBA TIFF, deflated in one strip (Pillow cannot write one), which libtiff
+    reads whole at 8 bytes a pixel before Pillow's 4."""
+    import struct
+    import zlib
+
+    width, height = SIDE_PX
+    pixels = np.zeros((height, width, 4), "<u2")
+    pixels[..., 0], pixels[..., 3] = 40000, 65535
+    strip = zlib.compress(pixels.tobytes(), 1)
+    tags = [  # (tag, type, count, value): 3 is a 16-bit value, 4 a 32-bit one
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 4, 4, 8),  # bits per sample: four 16s, at offset 8
+        (259, 3, 1, 8),  # deflate
+        (262, 3, 1, 2),  # RGB
+        (273, 4, 1, 16),  # the strip, after the header and the bits per sample
+        (277, 3, 1, 4),
+        (278, 4, 1, height),  # one strip holds every row
+        (279, 4, 1, len(strip)),
+        (338, 3, 1, 2),  # unassociated alpha
+    ]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHIHH", tag, 3, 1, value, 0)
+        if typ == 3
+        else struct.pack("<HHII", tag, 3 if tag == 258 else typ, count, value)
+        for tag, typ, count, value in tags
+    )
+    padded = strip + b"\x00" * (len(strip) % 2)  # the directory starts on a word boundary
+    head = b"II*\x00" + struct.pack("<I", 16 + len(padded)) + struct.pack("<4H", *[16] * 4)
+    path.write_bytes(head + padded + ifd + struct.pack("<I", 0))
+
+
+def _write_big(path: Path) -> None:
+    if path.suffix == ".tif":
+        _write_16_bit_tiff(path)
+        return
+    pixels = np.zeros((SIDE_PX[1], SIDE_PX[0], 4), np.uint8)
+    pixels[..., :3], pixels[..., 3] = (40, 120, 200), np.linspace(0, 255, SIDE_PX[0])[None]
+    options = {".webp": {"lossless": True, "method": 0}, ".avif": {"speed": 10}}
+    Image.fromarray(pixels, "RGBA").save(path, **options.get(path.suffix, {}))
+
+
+#: What the scan holds beside the decoder: a band being flattened, the reduced copy, hashes.
+SCAN_SLACK_BYTES = 32 * 2**20
+HUNGRY = ["big.webp", "big.jp2", "big.avif", "big.tif", "big.png"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    HUNGRY,
+    ids=[
+        "libwebp keeps a canvas and a copy",
+        "OpenJPEG keeps 32-bit samples",
+        "libavif keeps an RGB buffer",
+        "libtiff reads a 16-bit strip whole",
+        "a PNG decodes straight into the picture",
+    ],
+)
+def test_the_header_reckons_at_least_what_decoding_holds(tmp_path: Path, name: str) -> None:
+    (tmp_path / "happy").mkdir()
+    _write_big(tmp_path / "happy" / name)
+    Image.new("RGB", (40, 30), "grey").save(tmp_path / "happy" / "small.png")
+    with Image.open(tmp_path / "happy" / name) as img:
+        reckoned = images.decode_bytes(img)
+    growth = _peak_growth(
+        f"""
+        from toolkit.scan import FileScanner, ScanOptions
+        scanner = FileScanner(root, ScanOptions(detect_faces=False))
+        assert scanner.scan("happy/small.png")["is_decodable"]
+        before = peak()
+        assert scanner.scan("happy/{name}")["is_decodable"]
+        """,
+        tmp_path,
+    )
+    assert growth <= reckoned + SCAN_SLACK_BYTES, (
+        f"{growth / 2**20:.0f} MiB, reckoned {reckoned / 2**20:.0f}"
+    )
+
+
+@pytest.mark.parametrize("name", HUNGRY[:4], ids=HUNGRY[:4])
+def test_a_file_whose_decoder_would_hold_more_than_the_budget_is_not_decoded(
+    tmp_path: Path, name: str
+) -> None:
+    _write_big(tmp_path / name)
+    pixels_only = SIDE_PX[0] * SIDE_PX[1] * images.MAX_BYTES_PER_PIXEL
+    tight = FileScanner(tmp_path, ScanOptions(detect_faces=False, max_decode_bytes=pixels_only))
+    row = tight.scan(name)
+    assert not row["is_decodable"] and (row["width_px"], row["height_px"]) == SIDE_PX
+    assert "MiB to decode, over the scan's 23 MiB" in row["decode_error"]
+    roomy = FileScanner(tmp_path, ScanOptions(detect_faces=False))
+    assert roomy.scan(name)["is_decodable"]
+
+
+def test_a_png_within_the_pixel_limit_is_within_the_byte_budget(tmp_path: Path) -> None:
+    _write_big(tmp_path / "big.png")
+    pixels_only = SIDE_PX[0] * SIDE_PX[1] * images.MAX_BYTES_PER_PIXEL
+    scanner = FileScanner(tmp_path, ScanOptions(detect_faces=False, max_decode_bytes=pixels_only))
+    assert scanner.scan("big.png")["is_decodable"]

@@ -23,6 +23,11 @@ _DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 MAX_BYTES_PER_PIXEL = 4
 #: Images that may decode to more bytes than this take turns (`decode_turn`).
 TURN_BYTES = 64 * 2**20
+#: Bytes per pixel that decoding a format holds at its peak, where its decoder keeps more
+#: than Pillow's picture (MAX_BYTES_PER_PIXEL): libwebp's canvas and its copy handed to
+#: Pillow; libavif's RGB buffer. JPEG 2000 and TIFF are reckoned from their header in
+#: `decode_bytes`.
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 16, "AVIF": 12}
 #: `flatten_reduced` converts bands of about this many decoded bytes at a time.
 BAND_BYTES = 4 * 2**20
 #: EXIF orientation -> the PIL.Image.Transpose value that turns the stored pixels upright.
@@ -100,13 +105,31 @@ def flatten_reduced(
     return out
 
 
+def decode_bytes(img: Any) -> int:
+    """The most memory decoding `img` (opened, not loaded) may hold, from its header: its
+    first frame at the size it will decode to, and what the format's decoder keeps beside."""
+    width, height = img.size
+    per_pixel = _DECODER_BYTES_PER_PIXEL.get(img.format, MAX_BYTES_PER_PIXEL)
+    if img.format == "JPEG2000":  # OpenJPEG holds every sample as a 32-bit integer
+        per_pixel = MAX_BYTES_PER_PIXEL + 5 * len(img.getbands())
+    cost = width * height * per_pixel
+    if img.format == "TIFF":  # libtiff reads a strip or tile whole, at the file's own depth
+        tags = getattr(img, "tag_v2", {})
+        depth = tags.get(258, (8,))
+        pixel_bytes = max(1, -(-sum(depth if isinstance(depth, tuple) else (depth,)) // 8))
+        if 322 in tags:
+            cost += int(tags[322]) * int(tags.get(323, 1)) * pixel_bytes
+        else:
+            cost += min(int(tags.get(278, height) or height), height) * width * pixel_bytes
+    return cost
+
+
 @contextmanager
 def decode_turn(img: Any) -> Iterator[None]:
     """Hold while decoding and flattening `img`, and close it inside once its full-size
     pixels are no longer needed: pictures that may decode to more than TURN_BYTES wait for
     each other, so that threads side by side hold one at a time."""
-    width, height = img.size
-    if width * height * MAX_BYTES_PER_PIXEL <= TURN_BYTES:
+    if decode_bytes(img) <= TURN_BYTES:
         yield
         return
     with _turn:

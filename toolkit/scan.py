@@ -29,7 +29,7 @@ import pandas as pd
 
 from toolkit.errors import DataRootError
 from toolkit.faces import INPUT_PX, FaceDetector
-from toolkit.images import decode_turn, flatten_reduced
+from toolkit.images import MAX_BYTES_PER_PIXEL, decode_bytes, decode_turn, flatten_reduced
 from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows
 from toolkit.paths import leads_outside, open_regular
 from toolkit.text import escape_controls
@@ -66,6 +66,9 @@ class ScanOptions:
     """Settings of one scan that change what the manifest holds."""
 
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+    #: Files whose decoders would hold more than this (`toolkit.images.decode_bytes`) are
+    #: not decoded either: what the largest 8-bit RGBA picture within the pixel limit holds.
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_PIXELS * MAX_BYTES_PER_PIXEL
     detect_faces: bool = True
 
 
@@ -403,6 +406,13 @@ class FileScanner:
                 row["decode_error"] = (
                     f"not decoded: declares {width}x{height} = {width * height:,} px, "
                     f"over the scan's {limit:,} px limit"
+                )
+                return
+            cost, budget = decode_bytes(img), self.options.max_decode_bytes
+            if cost > budget:
+                row["decode_error"] = (
+                    f"not decoded: a {width}x{height} {row['detected_format']} would take "
+                    f"{cost / 2**20:,.0f} MiB to decode, over the scan's {budget / 2**20:,.0f} MiB"
                 )
                 return
             try:
