@@ -20,7 +20,7 @@ import pytest
 from conftest import TINY_PROFILE
 from corpus import encode_image, write_clean_folder
 from htmltree import parse_html
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -112,8 +112,10 @@ def _png_renders(path_or_bytes: Path | bytes) -> tuple[int, int]:
         return img.size
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)  # each example draws four figures
 @given(first=hostile_names, second=hostile_names)
+@example(first=MATH_CLASS, second="$x^{2}$ \\frac{a}{b} $")  # the crash, and real math
+@example(first=TITLE_CLASS, second="<b>{{ x }}</b>\u202egpj.jpg")
 def test_every_plot_draws_any_name_as_text(
     first: str, second: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
