@@ -283,7 +283,7 @@ def test_a_file_whose_decoder_would_hold_more_than_the_budget_is_not_decoded(
     tight = FileScanner(tmp_path, ScanOptions(detect_faces=False, max_decode_bytes=pixels_only))
     row = tight.scan(name)
     assert not row["is_decodable"] and (row["width_px"], row["height_px"]) == SIDE_PX
-    assert "MiB to decode, over the scan's 23 MiB" in row["decode_error"]
+    assert "MB to decode, over the scan's 24 MB" in row["decode_error"]
     roomy = FileScanner(tmp_path, ScanOptions(detect_faces=False))
     assert roomy.scan(name)["is_decodable"]
 

@@ -412,7 +412,7 @@ class FileScanner:
             if cost > budget:
                 row["decode_error"] = (
                     f"not decoded: a {width}x{height} {row['detected_format']} would take "
-                    f"{cost / 2**20:,.0f} MiB to decode, over the scan's {budget / 2**20:,.0f} MiB"
+                    f"{cost / 1e6:,.0f} MB to decode, over the scan's {budget / 1e6:,.0f} MB"
                 )
                 return
             try:
