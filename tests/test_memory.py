@@ -14,14 +14,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import imagehash
 import numpy as np
 import pytest
+from conftest import iou
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from toolkit import images
-from toolkit.scan import FileScanner, ScanOptions
+from toolkit.demo import write_demo_data
+from toolkit.scan import DRAFT_SIDE_PX, FileScanner, ScanOptions, _phash_copy
 
 #: Side of the big test image: 144 MB decoded as RGBA, a few KB as a PNG.
 BIG_SIDE_PX = 6000
@@ -126,6 +129,41 @@ def test_training_decodes_of_big_pngs_take_turns(big_folder: Path) -> None:
         big_folder,
     )
     assert growth < ALLOWED_GROWTH_BYTES, f"{growth / 2**20:.0f} MiB"
+
+
+def test_a_face_in_a_big_png_is_boxed_in_the_files_pixels(tmp_path: Path) -> None:
+    demo = write_demo_data(tmp_path / "demo", n_per_class=4)
+    scanner = FileScanner(demo.root, ScanOptions())
+    planted = {rel for rels in demo.defects.values() for rel in rels}
+    rows = [scanner.scan(p.relative_to(demo.root).as_posix()) for p in demo.root.rglob("*.jpg")]
+    row = next(r for r in rows if r["n_faces"] == 1 and r["path"] not in planted)
+    scale = 8
+    with Image.open(demo.root / row["path"]) as small:
+        big = small.convert("RGBA").resize((small.width * scale, small.height * scale))
+    big.save(tmp_path / "big.png", compress_level=1)
+    found = FileScanner(tmp_path, ScanOptions()).scan("big.png")
+    assert found["n_faces"] == 1
+    expected = tuple(row[k] * scale for k in ("face_x", "face_y", "face_w", "face_h"))
+    got = tuple(found[k] for k in ("face_x", "face_y", "face_w", "face_h"))
+    assert iou(got, expected) > 0.6, (got, expected)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "size"),
+    [("RGBA", "PNG", (700, 500)), ("I;16", "PNG", (300, 900)), ("RGB", "JPEG", (1600, 1200))],
+    ids=["a transparent PNG", "a 16-bit PNG", "a photo, decoded at reduced DCT scale"],
+)
+def test_ordinary_images_hash_as_the_whole_flattened_picture(
+    tmp_path: Path, mode: str, fmt: str, size: tuple[int, int]
+) -> None:
+    img = _any_mode(mode, size, seed=5)
+    img.save(tmp_path / "pic", format=fmt)
+    row = FileScanner(tmp_path, ScanOptions(detect_faces=False)).scan("pic")
+    with Image.open(tmp_path / "pic") as opened:
+        if fmt == "JPEG":
+            opened.draft("RGB", (DRAFT_SIDE_PX, DRAFT_SIDE_PX))
+        whole = images.flatten(opened)
+        assert row["phash"] == str(imagehash.phash(_phash_copy(whole.convert("L"))))
 
 
 # ------------------------------------------------------------- what the reduced copy holds
