@@ -334,6 +334,28 @@ def test_a_file_whose_decoder_would_hold_more_than_the_budget_is_not_decoded(
     assert roomy.scan(name)["is_decodable"]
 
 
+@pytest.mark.parametrize(
+    ("compression", "beside"),
+    [("raw", 0), ("packbits", 0), ("tiff_lzw", 3), ("tiff_adobe_deflate", 3)],
+    ids=[
+        "an uncompressed TIFF is read row by row",
+        "so is PackBits",
+        "LZW goes through libtiff, a strip at a time",
+        "so does deflate",
+    ],
+)
+def test_a_tiff_is_reckoned_with_the_strip_libtiff_reads(
+    tmp_path: Path, compression: str, beside: int
+) -> None:
+    width, height, rows_per_strip = 64, 48, 16
+    img = Image.new("RGB", (width, height), "teal")
+    img.save(tmp_path / "a.tif", compression=compression, tiffinfo={278: rows_per_strip})
+    with Image.open(tmp_path / "a.tif") as opened:
+        reckoned = images.decode_bytes(opened)
+    strip = rows_per_strip * width * beside
+    assert reckoned == width * height * images.MAX_BYTES_PER_PIXEL + strip
+
+
 def test_a_png_within_the_pixel_limit_is_within_the_byte_budget(tmp_path: Path) -> None:
     _write_big(tmp_path / "big.png")
     pixels_only = SIDE_PX[0] * SIDE_PX[1] * images.MAX_BYTES_PER_PIXEL

@@ -28,6 +28,8 @@ TURN_BYTES = 64 * 2**20
 #: Pillow; libavif's RGB buffer. JPEG 2000 and TIFF are reckoned from their header in
 #: `decode_bytes`.
 _DECODER_BYTES_PER_PIXEL = {"WEBP": 16, "AVIF": 12}
+#: TIFF compressions that Pillow decodes itself, row by row: none and PackBits.
+_ROW_BY_ROW_TIFF = (1, 32773)
 #: `flatten_reduced` converts bands of about this many decoded bytes at a time.
 BAND_BYTES = 4 * 2**20
 #: EXIF orientation -> the PIL.Image.Transpose value that turns the stored pixels upright.
@@ -110,11 +112,12 @@ def decode_bytes(img: Any) -> int:
     first frame at the size it will decode to, and what the format's decoder keeps beside."""
     width, height = img.size
     per_pixel = _DECODER_BYTES_PER_PIXEL.get(img.format, MAX_BYTES_PER_PIXEL)
-    if img.format == "JPEG2000":  # OpenJPEG holds every sample as a 32-bit integer
+    if img.format == "JPEG2000":  # OpenJPEG: each sample a 32-bit integer, and tile buffers
         per_pixel = MAX_BYTES_PER_PIXEL + 5 * len(img.getbands())
     cost = width * height * per_pixel
-    if img.format == "TIFF":  # libtiff reads a strip or tile whole, at the file's own depth
-        tags = getattr(img, "tag_v2", {})
+    tags = getattr(img, "tag_v2", {})
+    if img.format == "TIFF" and tags.get(259, 1) not in _ROW_BY_ROW_TIFF:
+        # libtiff reads a strip or tile whole, at the file's own depth
         depth = tags.get(258, (8,))
         pixel_bytes = max(1, -(-sum(depth if isinstance(depth, tuple) else (depth,)) // 8))
         if 322 in tags:
