@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,15 @@ min_files = 2
 [rules.has_face]
 severity = "off"
 """
+
+
+@pytest.fixture(autouse=True)
+def _own_temp_folder(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own system temp folder, so what a command leaves there on purpose
+    (a crash's traceback file, exit 3) is removed with the test's folders, not left in /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("systemp")))
 
 
 def shared_dataset(name: str) -> Path:

@@ -22,7 +22,13 @@ import toolkit.quarantine
 import toolkit.report.thumbnails
 import toolkit.validate
 from toolkit.cli import main
-from toolkit.errors import ManifestError, UsageError, processed_path, processing
+from toolkit.errors import (
+    DatasetFailedError,
+    ManifestError,
+    UsageError,
+    processed_path,
+    processing,
+)
 
 CRASH_LINE = re.compile(
     r"toolkit: internal error while (?P<where>.+?): RuntimeError: boom; "
@@ -186,10 +192,14 @@ def test_a_crash_while_predicting_names_the_file(
     ("error", "code", "line"),
     [
         (UsageError("--out is the data folder"), 2, "toolkit: error: --out is the data folder"),
-        (ManifestError(Path("m.parquet"), "not a manifest"), 1,
+        (ManifestError(Path("m.parquet"), "not a manifest"), 2,
          "toolkit: error: m.parquet: not a manifest"),
+        (DatasetFailedError(Path("data"), ["class_balance"]), 1,
+         "toolkit: error: data: the dataset failed class_balance; run `toolkit validate` on it "
+         "to see why, or train with a profile that fits it"),
     ],
-    ids=["a refusal keeps exit 2", "a manifest error keeps exit 1"],
+    ids=["a refusal keeps exit 2", "a manifest that cannot be used is refused with exit 2",
+         "a dataset that failed keeps exit 1"],
 )  # fmt: skip
 def test_the_toolkits_own_errors_keep_their_exit_codes(
     error: Exception,

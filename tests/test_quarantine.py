@@ -66,8 +66,8 @@ def test_restore_never_overwrites(validated: tuple[Path, Path], tmp_path: Path) 
 
 def test_quarantine_needs_a_validated_run(tmp_path: Path, clean_root: Path) -> None:
     main(["scan", str(clean_root), "-o", str(tmp_path / "s"), "--no-faces"])
-    assert main(["quarantine", str(tmp_path / "s"), "--into", str(tmp_path / "q")]) == 1
-    assert main(["restore", str(tmp_path / "nothing")]) == 1
+    assert main(["quarantine", str(tmp_path / "s"), "--into", str(tmp_path / "q")]) == 2
+    assert main(["restore", str(tmp_path / "nothing")]) == 2
 
 
 # --------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_restore_refuses_a_special_file_in_place_of_a_moved_one(
         moved.unlink()
         moved.mkdir()
     before = snapshot(root)
-    assert main(["restore", str(into)]) == 1
+    assert main(["restore", str(into)]) == 2
     assert snapshot(root) == before and (into / "quarantine.json").exists()
 
 

@@ -20,13 +20,17 @@ class UsageError(ToolkitError):
     exit_code = 2
 
 
-class DataRootError(UsageError):
-    """The data folder does not exist or is not a folder."""
+class PathError(UsageError):
+    """A path the command cannot use as given: carries the path and the problem."""
 
     def __init__(self, path: Path, problem: str) -> None:
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class DataRootError(PathError):
+    """The data folder does not exist or is not a folder."""
 
 
 class ProfileError(UsageError):
@@ -39,13 +43,8 @@ class ProfileError(UsageError):
         super().__init__(f"{source}: {key}: {problem}")
 
 
-class ManifestError(ToolkitError):
+class ManifestError(PathError):
     """A manifest file is missing, unreadable, or does not follow the manifest schema."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 class RecordError(UsageError):
@@ -59,24 +58,14 @@ class RecordError(UsageError):
         super().__init__(f"{self.path}: {key}: {problem}; the record is refused, nothing used")
 
 
-class OutputError(UsageError):
+class OutputError(PathError):
     """An output folder or file the command must not write: it overlaps a data folder, is a
     file where a folder belongs, cannot be written, or holds something the toolkit did not
     write (which it never replaces)."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
-
-class QuarantineError(ToolkitError):
-    """Moving files into quarantine, or back, would lose or overwrite something."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+class QuarantineError(PathError):
+    """Moving files into quarantine, or back, would lose or overwrite something: refused."""
 
 
 class DatasetFailedError(ToolkitError):
