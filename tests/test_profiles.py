@@ -389,3 +389,31 @@ def test_any_value_anywhere_loads_or_is_refused_in_one_line(
                 hint = typing.get_type_hints(type(rule), include_extras=True)[f.name]
                 for bound in _constraints(hint)[1]:
                     assert bound.allows(getattr(rule, f.name)), (rule.name, f.name)
+
+
+@pytest.mark.parametrize(
+    ("text", "pixels", "decode_bytes"),
+    [
+        ("", 100_000_000, 400_000_000),
+        ("[rules.max_pixels]\nmax_pixels = 200_000_000\n", 200_000_000, 800_000_000),
+        ("[rules.max_pixels]\nmax_pixels = 1_000_000\n", 1_000_000, 4_000_000),
+        ('[rules.max_pixels]\nseverity = "off"\n', 100_000_000, 400_000_000),
+    ],
+    ids=[
+        "the tutorial profile's limit is the scan's default",
+        "a raised max_pixels raises the scan's decode limits",
+        "a lowered max_pixels lowers the scan's decode limits",
+        "with max_pixels switched off the scan keeps its default limit",
+    ],
+)
+def test_scan_options_take_their_limits_from_max_pixels(
+    tmp_path: Path, text: str, pixels: int, decode_bytes: int
+) -> None:
+    from toolkit.scan import ScanOptions
+
+    path = tmp_path / "p.toml"
+    path.write_text('extends = "tutorial"\n' + text, encoding="utf-8")
+    options = load_profile(path).scan_options(detect_faces=False)
+    assert options == ScanOptions(
+        max_decode_pixels=pixels, max_decode_bytes=decode_bytes, detect_faces=False
+    )

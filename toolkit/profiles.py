@@ -15,7 +15,7 @@ import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ProfileError
 from toolkit.rules import (
@@ -24,10 +24,14 @@ from toolkit.rules import (
     Between,
     DatasetRule,
     FileRule,
+    MaxPixels,
     OneOf,
     Rule,
     contradictions,
 )
+
+if TYPE_CHECKING:
+    from toolkit.scan import ScanOptions
 
 DEFAULT_PROFILE = "tutorial"
 
@@ -57,6 +61,24 @@ class Profile:
         file's path."""
         builtin = builtin_profiles().get(self.name)
         return self.name if builtin is not None and str(builtin) == self.source else self.source
+
+    def scan_options(self, detect_faces: bool = True) -> ScanOptions:
+        """The scan's limits for this profile: it decodes what the `max_pixels` rule can accept,
+        so a raised limit is decoded and a lowered one is not (bombs stop at the header).
+
+        Without a `max_pixels` rule (switched off) the scan keeps its own default limit.
+        """
+        from toolkit.images import MAX_BYTES_PER_PIXEL
+        from toolkit.scan import ScanOptions
+
+        bound = next((r.max_pixels for r in self.rules if isinstance(r, MaxPixels)), None)
+        if bound is None:
+            return ScanOptions(detect_faces=detect_faces)
+        return ScanOptions(
+            max_decode_pixels=bound,
+            max_decode_bytes=bound * MAX_BYTES_PER_PIXEL,
+            detect_faces=detect_faces,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The profile as plain data (for report.json and run folders)."""
