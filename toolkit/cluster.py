@@ -51,7 +51,7 @@ from toolkit.manifest import (
 )
 from toolkit.outputs import replace_output
 from toolkit.profiles import Profile
-from toolkit.rules import LabelConflict, NearDuplicate, phash_bands, phash_values
+from toolkit.rules import phash_bands, phash_values
 from toolkit.scan import FileScanner, ScanOptions, list_class_folders, list_entries
 from toolkit.validate import (
     ACCEPTED,
@@ -236,11 +236,7 @@ def _judge_partition(part: pd.DataFrame, profile: Profile) -> pd.DataFrame:
 
 def _max_distance(profile: Profile) -> int | None:
     """The largest perceptual-hash distance any content rule of the profile looks at."""
-    distances = [
-        r.max_phash_distance
-        for r in profile.dataset_rules
-        if isinstance(r, LabelConflict | NearDuplicate)
-    ]
+    distances = [r.max_phash_distance for r in profile.dataset_rules if r.uses_phash]
     return max(distances) if distances else None
 
 
@@ -348,7 +344,7 @@ def validate_cluster(
     source = Source.of(data)
     entries, class_folders = source.list()
     clock.lap("list")
-    ddf = scan_cluster(client, source, options or ScanOptions(), batch_files, entries)
+    ddf = scan_cluster(client, source, options or profile.scan_options(), batch_files, entries)
     wait(ddf)
     clock.lap("scan")
     meta = _meta(empty_manifest())

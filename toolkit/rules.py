@@ -18,6 +18,7 @@ profile may set them to is declared here, beside each parameter (`Between`, `One
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -89,6 +90,55 @@ ImageFormat = Annotated[str, OneOf(IMAGE_FORMATS)]
 #: half), and the band search in `content_groups` compares nearly every pair.
 PhashDistance = Annotated[int, Between(0, 16)]
 
+
+class Table(enum.StrEnum):
+    """The tables dataset rules judge: each engine builds them with toolkit.validate's one
+    builder per table, so a rule names its table and never how it is built."""
+
+    #: one row per candidate file (shares bytes, a path, or a perceptual hash within a
+    #: `uses_phash` rule's distance with another row), indexed like the manifest
+    FILES = "files"
+    #: one row: hashed rows, copies among them, their share
+    DUPLICATES = "duplicates"
+    #: one row per class folder: files, accepted files, the largest class
+    CLASSES = "classes"
+    #: one row per class with an accepted file
+    CLASSES_PRESENT = "classes_present"
+    #: one row: files, rejected files, their share
+    DATASET = "dataset"
+
+    @property
+    def after_rejection(self) -> bool:
+        """Whether the table is built from the verdicts (status), after file rejection."""
+        return self in (Table.CLASSES, Table.CLASSES_PRESENT, Table.DATASET)
+
+    @property
+    def judged_when_empty(self) -> bool:
+        """Whether an empty table is still judged: no class present breaks min_classes;
+        no candidate file breaks nothing."""
+        return self is Table.CLASSES_PRESENT
+
+    def finding_path(self, row: pd.Series) -> str:
+        """Where a flagged row of this table points: a file, a class folder, the dataset."""
+        if self in (Table.CLASSES, Table.CLASSES_PRESENT):
+            return f"{row['label']}/"
+        return str(row["path"]) if "path" in row else DATASET_PATH
+
+
+class Layout(enum.StrEnum):
+    """How report.html shows the files a rule flagged."""
+
+    #: a grid of thumbnails, one card per file with its detail
+    GRID = "grid"
+    #: sets of files holding the same picture, side by side (`DatasetRule.report_sets`)
+    SETS = "sets"
+    #: one strip of thumbnails (a warning most photos of a scraped set may carry)
+    STRIP = "strip"
+
+
+#: The path of a finding about the dataset as a whole.
+DATASET_PATH = "."
+
 REGISTRY: dict[str, type[Rule]] = {}
 
 
@@ -106,11 +156,18 @@ class Rule:
     """A named test of the manifest with its thresholds and its severity."""
 
     name: ClassVar[str] = ""
+    #: how report.html shows the files it flags (dataset-wide findings are listed as lines)
+    report_layout: ClassVar[Layout] = Layout.GRID
     severity: str = "error"
 
     @property
     def rule(self) -> str:
         """The rule in words, thresholds included."""
+        raise NotImplementedError
+
+    @property
+    def kind(self) -> str:
+        """ "file", "file group" (a dataset rule that rejects files) or "dataset"."""
         raise NotImplementedError
 
     @property
@@ -122,6 +179,11 @@ class Rule:
 @dataclass(frozen=True)
 class FileRule(Rule):
     """A test of each manifest row on its own."""
+
+    @property
+    def kind(self) -> str:
+        """A file rule judges files."""
+        return "file"
 
     def violations(self, manifest: pd.DataFrame) -> pd.Series:
         """True for each row that breaks the rule."""
@@ -136,14 +198,28 @@ class FileRule(Rule):
 class DatasetRule(Rule):
     """A test over many rows, run as a Great Expectations expectation over a derived table."""
 
-    #: "files" (one row per file that shares content or path with another, same index as
-    #: the manifest), "duplicates", "classes", "classes_present" or "dataset" (aggregates):
-    #: see toolkit.validate.DatasetCounts.
-    table: ClassVar[str] = "files"
+    #: the table it judges (see `Table`); the engines build it, the rule only names it
+    table: ClassVar[Table] = Table.FILES
     #: rows of the "files" table it flags are files it rejects (when blocking)
     per_file: ClassVar[bool] = False
-    #: the rule needs `status` (it runs after file-level rejection, on the verdicts)
-    after_rejection: ClassVar[bool] = False
+    #: it compares perceptual hashes within `max_phash_distance` bits: the Dask engine
+    #: then sends it the rows with a hash that near (not only shared bytes or paths)
+    uses_phash: ClassVar[bool] = False
+
+    @property
+    def after_rejection(self) -> bool:
+        """Whether it needs `status` (it runs after file-level rejection, on the verdicts)."""
+        return self.table.after_rejection
+
+    @property
+    def kind(self) -> str:
+        """ "file group" when it rejects files, else "dataset"."""
+        return "file group" if self.per_file else "dataset"
+
+    def report_sets(self, manifest: pd.DataFrame, flagged: pd.DataFrame) -> pd.Series:
+        """For a `Layout.SETS` rule: a set id per manifest row that report.html groups the
+        flagged files by (rows with no id, or alone in their set, are not shown)."""
+        raise NotImplementedError(f"{self.name} has no sets to show")
 
     def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:
         """Columns this rule adds to its table (index aligned with the table's rows)."""
@@ -399,6 +475,7 @@ class HasFace(FileRule):
     """A happy/sad photo should show a face; the scan's detector (BlazeFace) looks for one."""
 
     name: ClassVar[str] = "has_face"
+    report_layout: ClassVar[Layout] = Layout.STRIP
     severity: str = "warning"
 
     @property
@@ -500,6 +577,8 @@ class LabelConflict(DatasetRule):
 
     name: ClassVar[str] = "label_conflict"
     per_file: ClassVar[bool] = True
+    uses_phash: ClassVar[bool] = True
+    report_layout: ClassVar[Layout] = Layout.SETS
     max_phash_distance: PhashDistance = 0
 
     @property
@@ -527,6 +606,10 @@ class LabelConflict(DatasetRule):
     def expectation(self) -> Expectation:
         return _gxe().ExpectColumnValuesToBeBetween(column="n_labels", max_value=1)
 
+    def report_sets(self, manifest: pd.DataFrame, flagged: pd.DataFrame) -> pd.Series:
+        # every copy of a conflicting picture is flagged, so the flagged rows hold each set
+        return content_groups(flagged, self.max_phash_distance)
+
     def detail(self, row: pd.Series) -> str:
         return f"the same picture is labelled differently at {row['conflicts_with']}"
 
@@ -536,8 +619,21 @@ class _CopyRule(DatasetRule):
     """Shared by the duplicate rules: later copies (in path order) within one label."""
 
     per_file: ClassVar[bool] = True
+    report_layout: ClassVar[Layout] = Layout.SETS
     #: prefix of the columns it adds, so both copy rules fit in one table
     prefix: ClassVar[str] = ""
+
+    def report_sets(self, manifest: pd.DataFrame, flagged: pd.DataFrame) -> pd.Series:
+        ids = self._set_ids(manifest, flagged)
+        pool = manifest.loc[ids.index]
+        # copies count within a class only
+        return pool["label"].astype(object).fillna("").astype(str) + "\x00" + ids.astype(str)
+
+    def _set_ids(self, manifest: pd.DataFrame, flagged: pd.DataFrame) -> pd.Series:
+        # near copies in one class, chained by perceptual hash
+        ids = content_groups(manifest, self._phash_distance() or 0)
+        wanted = ids[flagged.index].dropna().unique()
+        return ids[ids.isin(wanted)]
 
     def _phash_distance(self) -> int | None:
         raise NotImplementedError
@@ -599,6 +695,11 @@ class ExactDuplicate(_CopyRule):
     def _phash_distance(self) -> int | None:
         return None
 
+    def _set_ids(self, manifest: pd.DataFrame, flagged: pd.DataFrame) -> pd.Series:
+        # the same bytes
+        pool = manifest[manifest["sha256"].isin(flagged["sha256"].dropna().unique())]
+        return pool["sha256"]
+
     @property
     def rule(self) -> str:
         return "no second copy of the same bytes in a class"
@@ -614,6 +715,7 @@ class NearDuplicate(_CopyRule):
 
     name: ClassVar[str] = "near_duplicate"
     prefix: ClassVar[str] = "near"
+    uses_phash: ClassVar[bool] = True
     severity: str = "warning"
     max_phash_distance: PhashDistance = 4
 
@@ -652,8 +754,7 @@ class MinClasses(DatasetRule):
     """Training a classifier needs at least two classes with accepted files."""
 
     name: ClassVar[str] = "min_classes"
-    table: ClassVar[str] = "classes_present"
-    after_rejection: ClassVar[bool] = True
+    table: ClassVar[Table] = Table.CLASSES_PRESENT
     min_classes: Annotated[int, Between(0)] = 2
 
     @property
@@ -674,8 +775,7 @@ class MinFilesPerClass(DatasetRule):
     """Each class needs enough accepted files to learn from and to test on."""
 
     name: ClassVar[str] = "min_files_per_class"
-    table: ClassVar[str] = "classes"
-    after_rejection: ClassVar[bool] = True
+    table: ClassVar[Table] = Table.CLASSES
     min_files: Annotated[int, Between(0)] = 20
 
     @property
@@ -695,8 +795,7 @@ class ClassBalance(DatasetRule):
     """The smallest class must hold at least a share of the largest class's accepted files."""
 
     name: ClassVar[str] = "class_balance"
-    table: ClassVar[str] = "classes"
-    after_rejection: ClassVar[bool] = True
+    table: ClassVar[Table] = Table.CLASSES
     #: a class holds at most 100% of the largest class, so above 1 every dataset fails
     min_ratio: Annotated[float, Between(0, 1)] = 0.5
 
@@ -722,7 +821,7 @@ class MaxDuplicateShare(DatasetRule):
     """A bounded share of extra copies (same bytes) in the whole dataset."""
 
     name: ClassVar[str] = "max_duplicate_share"
-    table: ClassVar[str] = "duplicates"
+    table: ClassVar[Table] = Table.DUPLICATES
     max_share: Annotated[float, Between(0, 1)] = 0.05
 
     @property
@@ -745,8 +844,7 @@ class MaxRejectedShare(DatasetRule):
     """When most files are rejected, the profile or the data is wrong, not just some files."""
 
     name: ClassVar[str] = "max_rejected_share"
-    table: ClassVar[str] = "dataset"
-    after_rejection: ClassVar[bool] = True
+    table: ClassVar[Table] = Table.DATASET
     max_share: Annotated[float, Between(0, 1)] = 0.5
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,13 +19,12 @@ import pandas as pd
 from toolkit import __version__
 from toolkit.manifest import normalise_manifest
 from toolkit.profiles import Profile
-from toolkit.rules import DatasetRule, FileRule
+from toolkit.rules import DATASET_PATH, DatasetRule, FileRule, Table
 from toolkit.text import escape_controls
 
 log = logging.getLogger(__name__)
 
 ACCEPTED, REJECTED = "accepted", "rejected"
-DATASET_PATH = "."
 
 
 @dataclass(frozen=True, order=True)
@@ -73,7 +73,7 @@ class Validation:
     @property
     def failed_rules(self) -> list[str]:
         """The blocking rules about the whole dataset that broke: why it failed (sorted)."""
-        dataset = {r.name for r in self.profile.rules if _kind(r) == "dataset"}
+        dataset = {r.name for r in self.profile.rules if r.kind == "dataset"}
         return sorted({f.rule for f in self.blocking_findings if f.rule in dataset})
 
     def by_rule(self) -> dict[str, int]:
@@ -107,7 +107,7 @@ class Validation:
             "by_rule": self.by_rule(),
             "classes": self.classes(),
             "rules": {
-                r.name: {"rule": r.rule, "severity": r.severity, "kind": _kind(r)}
+                r.name: {"rule": r.rule, "severity": r.severity, "kind": r.kind}
                 for r in self.profile.rules
             },
             "findings": [asdict(f) for f in self.findings],
@@ -121,7 +121,7 @@ class Validation:
 def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
     """Judge every row and the dataset as a whole; returns the manifest with verdicts.
 
-    The steps are the ones the Dask engine (toolkit.engines.dask) runs on partitions and
+    The steps are the ones the Dask engine (toolkit.cluster) runs on partitions and
     aggregates: file rules per row, content rules on the rows that share content or a
     path with another, dataset rules on counts.
     """
@@ -205,13 +205,10 @@ def judge_groups(
     rules, so the Dask engine sends only candidates here.
     """
     rules = [r for r in profile.dataset_rules if not r.after_rejection]
-    tables = {
-        "files": candidates[["path", "label"]].copy(),
-        "duplicates": _duplicates(n_hashed, n_unique_sha256),
-    }
+    evidence = Evidence(candidates=candidates, n_hashed=n_hashed, n_unique_sha256=n_unique_sha256)
     per_file: list[tuple[int, Finding]] = []
     dataset: list[Finding] = []
-    for index, finding in _run_dataset_rules(tables, candidates, rules, keep):
+    for index, finding in _run_dataset_rules(evidence, rules, keep):
         (per_file.append((index, finding)) if index is not None else dataset.append(finding))
     return per_file, dataset
 
@@ -222,7 +219,7 @@ def judge_dataset(
     """The dataset rules that run on the verdicts (class counts, rejected share)."""
     rules = [r for r in profile.dataset_rules if r.after_rejection]
     out = []
-    for index, finding in _run_dataset_rules(_count_tables(counts), None, rules, keep):
+    for index, finding in _run_dataset_rules(Evidence(counts=counts), rules, keep):
         assert index is None, "rules run after rejection judge the dataset, not files"
         out.append(finding)
     return out
@@ -235,12 +232,6 @@ def _joined(found: dict[int, list[Finding]], index: pd.Index, severity: str) -> 
         for i in index
     ]
     return pd.Series(pd.array(values, dtype="string"), index=index)
-
-
-def _kind(rule: Any) -> str:
-    if isinstance(rule, FileRule):
-        return "file"
-    return "file group" if rule.per_file else "dataset"
 
 
 # --------------------------------------------------------------------------------------
@@ -308,18 +299,47 @@ def class_table(
     )
 
 
-def _duplicates(n_hashed: int, n_unique_sha256: int) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Evidence:
+    """What the table builders build from: before rejection, the candidate rows and the
+    hash counts; after it, the counts per class and status. Both engines hand over these,
+    so both judge the same tables."""
+
+    candidates: pd.DataFrame | None = None
+    n_hashed: int = 0
+    n_unique_sha256: int = 0
+    counts: DatasetCounts | None = None
+
+    def need_candidates(self) -> pd.DataFrame:
+        """The candidate rows (a rule on the files table runs before rejection)."""
+        assert self.candidates is not None, "file-group rules need the candidate rows"
+        return self.candidates
+
+    def need_counts(self) -> DatasetCounts:
+        """The counts (a rule on an after-rejection table runs on the verdicts)."""
+        assert self.counts is not None, "after-rejection rules need the counts"
+        return self.counts
+
+
+def files_table(evidence: Evidence) -> pd.DataFrame:
+    """One row per candidate file (its rules add their columns with `prepare`)."""
+    return evidence.need_candidates()[["path", "label"]].copy()
+
+
+def duplicates_table(evidence: Evidence) -> pd.DataFrame:
+    """One row: hashed rows, copies among them, their share (no row when nothing hashed)."""
+    n_hashed = evidence.n_hashed
     if not n_hashed:
         return pd.DataFrame(columns=["n_rows", "n_copies", "share"])
-    n_copies = n_hashed - n_unique_sha256
+    n_copies = n_hashed - evidence.n_unique_sha256
     return pd.DataFrame(
         {"n_rows": [n_hashed], "n_copies": [n_copies], "share": [n_copies / n_hashed]}
     )
 
 
-def _count_tables(counts: DatasetCounts) -> dict[str, pd.DataFrame]:
-    """The tables the after-rejection rules judge, from the counts alone."""
-    classes = counts.classes.copy()
+def classes_table(evidence: Evidence) -> pd.DataFrame:
+    """One row per class folder: files, accepted files, the largest class and the ratio."""
+    classes = evidence.need_counts().classes.copy()
     largest = classes.loc[classes["n_accepted"].idxmax()] if len(classes) else None
     classes["largest"] = largest["label"] if largest is not None else ""
     classes["n_largest"] = int(largest["n_accepted"]) if largest is not None else 0
@@ -327,43 +347,60 @@ def _count_tables(counts: DatasetCounts) -> dict[str, pd.DataFrame]:
         classes["n_accepted"] / classes["n_largest"] if len(classes) else []
     )
     classes["ratio_to_largest"] = classes["ratio_to_largest"].fillna(0.0)
+    return classes
+
+
+def classes_present_table(evidence: Evidence) -> pd.DataFrame:
+    """One row per class with at least one accepted file."""
+    classes = evidence.need_counts().classes
+    return classes[classes["n_accepted"] > 0][["label"]]
+
+
+def dataset_table(evidence: Evidence) -> pd.DataFrame:
+    """One row: files, rejected files, their share."""
+    counts = evidence.need_counts()
     n = counts.n_files
-    return {
-        "classes": classes,
-        "classes_present": classes[classes["n_accepted"] > 0][["label"]],
-        "dataset": pd.DataFrame(
-            {
-                "n_files": [n],
-                "n_rejected": [counts.n_rejected],
-                "rejected_share": [counts.n_rejected / n if n else 0.0],
-            }
-        ),
-    }
+    return pd.DataFrame(
+        {
+            "n_files": [n],
+            "n_rejected": [counts.n_rejected],
+            "rejected_share": [counts.n_rejected / n if n else 0.0],
+        }
+    )
+
+
+#: The one builder of each table dataset rules judge (both engines go through these).
+TABLE_BUILDERS: dict[Table, Callable[[Evidence], pd.DataFrame]] = {
+    Table.FILES: files_table,
+    Table.DUPLICATES: duplicates_table,
+    Table.CLASSES: classes_table,
+    Table.CLASSES_PRESENT: classes_present_table,
+    Table.DATASET: dataset_table,
+}
 
 
 def _run_dataset_rules(
-    tables: dict[str, pd.DataFrame],
-    frame: pd.DataFrame | None,
-    rules: list[DatasetRule],
-    keep: list[Any] | None = None,
+    evidence: Evidence, rules: list[DatasetRule], keep: list[Any] | None = None
 ) -> list[tuple[int | None, Finding]]:
     if not rules:
         return []
     from toolkit.gx import run_suite
 
-    by_table: dict[str, list[DatasetRule]] = defaultdict(list)
+    by_table: dict[Table, list[DatasetRule]] = defaultdict(list)
     for rule in rules:
-        by_table[rule.table].append(rule)
+        by_table[Table(rule.table)].append(rule)
     out: list[tuple[int | None, Finding]] = []
     for name, table_rules in by_table.items():
-        table = tables[name]
-        for rule in table_rules:
-            if name == "files":
-                assert frame is not None, "file-group rules need the candidate rows"
+        table = TABLE_BUILDERS[name](evidence)
+        if name is Table.FILES:
+            frame = evidence.need_candidates()
+            for rule in table_rules:
                 table = table.join(rule.prepare(frame))
-        if table.empty and name != "classes_present":
+        if table.empty and not name.judged_when_empty:
             continue
-        outcomes = run_suite(name, table, {r.name: r.expectation() for r in table_rules}, keep)
+        outcomes = run_suite(
+            name.value, table, {r.name: r.expectation() for r in table_rules}, keep
+        )
         for rule in table_rules:
             outcome = outcomes[rule.name]
             if outcome.success:
@@ -371,7 +408,7 @@ def _run_dataset_rules(
             if outcome.unexpected_rows:
                 for pos in outcome.unexpected_rows:
                     row = table.iloc[pos]
-                    path = _finding_path(name, row)
+                    path = name.finding_path(row)
                     index = int(table.index[pos]) if rule.per_file else None
                     out.append((index, Finding(path, rule.name, rule.severity, rule.detail(row))))
             else:
@@ -379,9 +416,3 @@ def _run_dataset_rules(
                 finding = Finding(DATASET_PATH, rule.name, rule.severity, rule.detail(summary))
                 out.append((None, finding))
     return out
-
-
-def _finding_path(table: str, row: pd.Series) -> str:
-    if table in ("classes", "classes_present"):
-        return f"{row['label']}/"
-    return str(row["path"]) if "path" in row else DATASET_PATH

@@ -37,10 +37,6 @@ MAX_FILES_PER_SET = 6
 MAX_FILES_PER_STRIP = 48
 #: Dataset-wide findings listed (one per class at most for most rules).
 MAX_DATASET_FINDINGS = 200
-#: Rules whose findings are sets of the same picture, shown side by side.
-SET_RULES = ("label_conflict", "exact_duplicate", "near_duplicate")
-#: Warning rules shown as one strip of thumbnails.
-STRIP_RULES = ("has_face",)
 
 
 @dataclass(frozen=True)
@@ -165,7 +161,7 @@ def _context(validation: Validation, report: dict[str, Any], jobs: int | None) -
         "sets": [g for g in groups if g.layout == "sets"],
         "strips": [g for g in groups if g.layout == "strip"],
         "warned": [g for g in groups if g.severity != "error" and g.layout == "grid"],
-        "strip_rules": [rules[name] for name in STRIP_RULES if name in rules],
+        "strip_rules": [r for r in rules.values() if r.report_layout == "strip"],
         "dataset_findings": dataset_wide[:MAX_DATASET_FINDINGS],
         "n_more_dataset_findings": max(0, len(dataset_wide) - MAX_DATASET_FINDINGS),
         "seconds": seconds,
@@ -181,7 +177,7 @@ def _context(validation: Validation, report: dict[str, Any], jobs: int | None) -
 def _group(
     rule: Any, found: list[Finding], rows: pd.DataFrame, validation: Validation
 ) -> FileGroup:
-    layout = "sets" if rule.name in SET_RULES else "strip" if rule.name in STRIP_RULES else "grid"
+    layout = str(rule.report_layout)
     group = FileGroup(rule.name, rule.rule, rule.severity, layout, n_files=len(found))
     if layout == "sets":
         members = _sets(rule, found, validation.manifest)
@@ -204,25 +200,12 @@ def _sets(
 ) -> list[tuple[list[str], dict[str, str]]]:
     """Each set of files holding the same picture, in path order, with the flagged details.
 
-    The sets are the rules' own (`content_groups`), rebuilt for the flagged files only.
+    The sets are the rule's own (`DatasetRule.report_sets`), rebuilt for the flagged files.
     """
-    from toolkit.rules import content_groups
-
     details = {f.path: f.detail for f in found}
     flagged = manifest[manifest["path"].isin(list(details))]
-    if rule.name == "label_conflict":
-        # every copy of a conflicting picture is flagged, so the flagged rows hold each set
-        pool, ids = flagged, content_groups(flagged, rule.max_phash_distance)
-    elif rule.name == "exact_duplicate":  # the same bytes in one class
-        pool = manifest[manifest["sha256"].isin(flagged["sha256"].dropna().unique())]
-        ids = pool["sha256"]
-    else:  # near copies in one class, chained by perceptual hash
-        distance = getattr(rule, "max_phash_distance", 0)
-        ids = content_groups(manifest, distance)
-        wanted = ids[flagged.index].dropna().unique()
-        pool, ids = manifest[ids.isin(wanted)], ids[ids.isin(wanted)]
-    if rule.name != "label_conflict":  # copies count within a class only
-        ids = pool["label"].astype(object).fillna("").astype(str) + "\x00" + ids.astype(str)
+    ids = rule.report_sets(manifest, flagged)
+    pool = manifest.loc[ids.index]
     sets = [
         sorted(map(str, paths))
         for paths in pool["path"].groupby(ids.astype(object), dropna=True).agg(list)
