@@ -313,7 +313,8 @@ class DataSets:
             from toolkit.scan import scan_folder
             from toolkit.validate import validate_manifest
 
-            result = validate_manifest(scan_folder(data.root), load_profile(data.profile))
+            rules = load_profile(data.profile)
+            result = validate_manifest(scan_folder(data.root, options=rules.scan_options()), rules)
             self._validated[data.name] = result.manifest
         return self._validated[data.name]
 

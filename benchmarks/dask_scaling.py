@@ -81,7 +81,7 @@ def run_engine(engine: str, workers: int, data: Path, profile: Path, out: Path) 
         from toolkit.scan import scan_folder
         from toolkit.validate import validate_manifest
 
-        manifest = scan_folder(data, jobs=workers)
+        manifest = scan_folder(data, jobs=workers, options=rules.scan_options())
         scanned = time.perf_counter()
         result = validate_manifest(manifest, rules)
         validated = time.perf_counter()

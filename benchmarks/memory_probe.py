@@ -55,7 +55,7 @@ def probe_scan(data: Path, out: Path, profile: str) -> dict:
     rules = load_profile(profile)
     before = current_rss_bytes()
     started = time.perf_counter()
-    manifest = scan_folder(data)
+    manifest = scan_folder(data, options=rules.scan_options())
     scanned = time.perf_counter()
     peak_scan = peak_rss_bytes()
     result = validate_manifest(manifest, rules)

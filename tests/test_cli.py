@@ -131,3 +131,58 @@ def test_readme_quick_start_commands_run(
     assert "verdict: PASSED" in printed.out and "label_conflict" in printed.out
     report = json.loads((tmp_path / "runs" / "demo" / "report.json").read_text())
     assert report["by_rule"]["label_conflict"] == 2 and report["by_rule"]["decodable"] >= 2
+
+
+def _write_big_png(path: Path) -> Path:
+    """A 12000x9000 px (108 MP) one-bit black PNG: over 100 MP, yet small on disk and quick
+    to decode."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("1", (12000, 9000)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("max_pixels", "decoded", "rules"),
+    [(200_000_000, True, []), (None, False, ["decodable", "max_pixels"])],
+    ids=[
+        "a profile that raises max_pixels gets a 108 MP image decoded and accepted",
+        "the tutorial's 100 MP limit leaves it undecoded and rejected by max_pixels",
+    ],
+)
+def test_max_pixels_of_the_profile_is_the_scans_decode_limit(
+    clean_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    max_pixels: int | None, decoded: bool, rules: list[str],
+) -> None:  # fmt: skip
+    from conftest import TINY_PROFILE
+
+    _write_big_png(clean_root / "happy" / "big.png")
+    profile = tmp_path / "big.toml"
+    extra = "" if max_pixels is None else f"[rules.max_pixels]\nmax_pixels = {max_pixels}\n"
+    profile.write_text(TINY_PROFILE + extra, encoding="utf-8")
+    out = tmp_path / "run"
+    code = main(["validate", str(clean_root), "-p", str(profile), "-o", str(out), "--no-faces"])
+    capsys.readouterr()
+    row = read_manifest(out).set_index("path").loc["happy/big.png"]
+    assert bool(row["is_decodable"]) is decoded
+    findings = json.loads((out / "report.json").read_text())["findings"]
+    assert sorted(f["rule"] for f in findings if f["path"] == "happy/big.png") == rules
+    assert row["status"] == ("accepted" if decoded else "rejected")
+    assert code == 0
+
+
+def test_max_pixels_lowered_in_the_profile_stops_the_scan_decoding_above_it(
+    clean_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import TINY_PROFILE
+
+    profile = tmp_path / "low.toml"
+    profile.write_text(TINY_PROFILE + "[rules.max_pixels]\nmax_pixels = 1000\n", encoding="utf-8")
+    out = tmp_path / "run"
+    main(["validate", str(clean_root), "-p", str(profile), "-o", str(out), "--no-faces"])
+    capsys.readouterr()
+    manifest = read_manifest(out)
+    assert len(manifest) == 8 and not manifest["is_decodable"].any()  # 32x32 = 1024 px each
+    assert manifest["decode_error"].str.startswith("not decoded: declares 32x32").all()
+    assert manifest["decode_error"].str.endswith("over the scan's 1,000 px limit").all()

@@ -209,3 +209,16 @@ def test_a_missing_url_folder_is_a_usage_error() -> None:
 def test_cluster_options_default_to_a_local_cluster() -> None:
     assert ClusterOptions().scheduler is None
     assert callable(connect)
+
+
+def test_max_pixels_raised_in_the_profile_is_decoded_on_the_cluster(
+    client, clean_root: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    Image.new("1", (12000, 9000)).save(clean_root / "happy" / "big.png")  # 108 MP, 13 KB
+    path = tmp_path / "big.toml"
+    path.write_text(TINY_PROFILE + "[rules.max_pixels]\nmax_pixels = 200_000_000\n")
+    found = validate_cluster(client, clean_root, load_profile(str(path)), batch_files=4)
+    row = found.to_pandas().set_index("path").loc["happy/big.png"]
+    assert bool(row["is_decodable"]) and row["status"] == "accepted"

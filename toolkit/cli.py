@@ -128,7 +128,7 @@ def validate(
     )
     from toolkit.profiles import load_profile
     from toolkit.report import write_report_json
-    from toolkit.scan import ScanOptions, scan_folder
+    from toolkit.scan import scan_folder
     from toolkit.validate import validate_manifest
 
     started = time.perf_counter()
@@ -141,7 +141,7 @@ def validate(
     check_output(out, [source])  # so does an output folder among the data, or a bad one
     check_replaceable(out)
     run_id = new_run_id()
-    options = ScanOptions(detect_faces=faces)
+    options = rules.scan_options(detect_faces=faces)
     with staged_outputs(out, run_id) as staging:  # every output lands together, or none
         if engine == "dask":
             result, seconds = _validate_on_dask(
@@ -454,7 +454,8 @@ def _validated(root: Path, spec: str, jobs: int | None) -> Any:
     from toolkit.validate import validate_manifest
 
     rules = load_profile(spec)
-    result = validate_manifest(scan_folder(root, jobs=jobs, progress=True), rules)
+    manifest = scan_folder(root, jobs=jobs, options=rules.scan_options(), progress=True)
+    result = validate_manifest(manifest, rules)
     _say(
         f"{root}: {len(result.manifest):,} files, {len(result.accepted):,} accepted, "
         f"{len(result.rejected):,} rejected (profile {rules.name})",

@@ -339,7 +339,7 @@ def evaluate_run(
     """Scan and validate `data` with the run's profile (or `profile`), score what passed."""
     from toolkit.manifest import normalise_manifest
     from toolkit.profiles import load_profile
-    from toolkit.scan import ScanOptions, scan_folder
+    from toolkit.scan import scan_folder
     from toolkit.validate import validate_manifest
 
     run = load_run(folder)
@@ -349,7 +349,7 @@ def evaluate_run(
         manifest = scan_folder(
             root,
             jobs=jobs,
-            options=ScanOptions(detect_faces=run.spec.crop_faces),
+            options=rules.scan_options(detect_faces=run.spec.crop_faces),
             progress=progress,
         )
         checked = validate_manifest(manifest, rules).manifest
