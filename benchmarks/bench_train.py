@@ -15,10 +15,10 @@ import pytest
 from conftest import DataSets, Plan, paired
 from figures import Session, best, spread
 
+from toolkit.manifest import ACCEPTED
 from toolkit.models import get_recipe
 from toolkit.pipeline import DecodedImages, class_names, decode_rows, make_dataset
 from toolkit.profiles import load_profile
-from toolkit.validate import ACCEPTED
 
 BATCH = 32
 MODELS = ("seed", "default")
@@ -181,7 +181,8 @@ def test_default_model_is_more_accurate_and_reaches_its_accuracy_sooner(
     validation accuracy (its accuracy target)."""
     if not plan.accuracy:
         pytest.skip("accuracy needs full training runs: only in the full run (tox -e bench)")
-    from toolkit.evaluate import load_run, predict_proba, score_predictions
+    from toolkit.runs import load_run
+    from toolkit.scores import predict_proba, score_predictions
     from toolkit.train import TrainOptions, train_model
 
     data, unseen = datasets.get("fer2013/train"), datasets.get("fer2013/test")

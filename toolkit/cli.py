@@ -285,7 +285,7 @@ def train(
         )
         _echo_training(result)
         return
-    from toolkit.evaluate import RUN_JSON
+    from toolkit.runs import RUN_JSON
     from toolkit.models import get_recipe
     from toolkit.outputs import check_new_folder, check_output
 

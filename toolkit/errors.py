@@ -68,6 +68,10 @@ class QuarantineError(PathError):
     """Moving files into quarantine, or back, would lose or overwrite something: refused."""
 
 
+class TrainingError(ToolkitError):
+    """Training cannot start or go on: too few files, a split left empty, a bad run folder."""
+
+
 class DatasetFailedError(ToolkitError):
     """A dataset broke a blocking dataset-wide rule, so nothing is trained on it."""
 

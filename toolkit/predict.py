@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import processing
-from toolkit.evaluate import Run, load_run, predict_proba, predicted_classes
 from toolkit.pipeline import DecodedImages, ImageProblem, load_image
+from toolkit.runs import Run, load_run
 from toolkit.scan import FileScanner, ScanOptions
+from toolkit.scores import predict_proba, predicted_classes
 from toolkit.text import escape_controls
 
 #: What predict decodes: the formats validation can accept (it never sees the profile).

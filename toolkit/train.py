@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -35,55 +34,53 @@ import numpy as np
 import pandas as pd
 
 from toolkit import __version__
-from toolkit.errors import RecordError, ToolkitError, UsageError, processed_path
-from toolkit.evaluate import (
-    MODEL_FILE,
-    RUN_JSON,
-    Run,
-    apply_temperature,
-    fit_temperature,
-    predict_proba,
-    score_predictions,
-)
-from toolkit.manifest import (
-    atomic_write,
-    atomic_write_text,
-    normalise_manifest,
-    read_manifest,
-    write_manifest,
-)
-from toolkit.models import get_recipe
-from toolkit.paths import file_kind
+from toolkit.errors import RecordError, TrainingError, UsageError
+from toolkit.manifest import ACCEPTED, normalise_manifest, read_manifest, write_manifest
+from toolkit.models import InputSpec, ModelRecipe, get_recipe
 from toolkit.pipeline import (
     DEFAULT_MEMORY_BYTES,
     DEFAULT_RATIOS,
     SPLITS,
     DecodedImages,
-    InputSpec,
     check_paths,
     class_names,
     decode_rows,
     make_dataset,
     split_manifest,
 )
-from toolkit.validate import ACCEPTED
+from toolkit.runs import (
+    BEST_WEIGHTS,
+    CACHE,
+    CHECKPOINTS,
+    CONFUSION_PNG,
+    CURVES_PNG,
+    FINISHED,
+    HISTORY_CSV,
+    METRICS_JSON,
+    MODEL_FILE,
+    RELIABILITY_PNG,
+    RUN_JSON,
+    TRAINING,
+    Run,
+    check_resumable_files,
+    failure_recorded,
+    load_model,
+    read_history,
+    read_run_config,
+    record_finished,
+    write_json,
+    write_model,
+)
+from toolkit.scores import apply_temperature, fit_temperature, predict_proba, score_predictions
 
 log = logging.getLogger(__name__)
 
-HISTORY_CSV = "history.csv"
-METRICS_JSON = "metrics.json"
-CHECKPOINTS = "checkpoints"
-BEST_WEIGHTS = "best.weights.h5"
 #: Class weights are used when the largest class outnumbers the smallest by more than this.
 IMBALANCE_RATIO = 1.2
 #: The tutorial's reading of the curves: val_loss this many times the loss is overfitting.
 OVERFIT_RATIO = 1.5
 #: Where a run trains: one device, every local GPU, or every process of a TF_CONFIG cluster.
 STRATEGIES = ("default", "mirrored", "multiworker")
-
-
-class TrainingError(ToolkitError):
-    """Training cannot start or go on: too few files, a split left empty, a bad run folder."""
 
 
 @dataclass(frozen=True)
@@ -205,30 +202,6 @@ def worker_folder(out: Path, worker: Worker) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextmanager
-def _failure_recorded(folder: Path) -> Iterator[None]:
-    """On an exception, mark the run.json in `folder` (if written yet) "failed" with the
-    error's line, so a dead run does not read as one still training."""
-    try:
-        yield
-    except Exception as exc:
-        record_path = folder / RUN_JSON
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            error = f"{type(exc).__name__}: {exc}"
-            if (where := processed_path(exc)) is not None:
-                error += f" (while processing {where})"
-            record.update(
-                status="failed",
-                error=error,
-                failed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            )
-            _write_json(record_path, record)
-        except (OSError, ValueError, AttributeError) as unrecorded:  # absent, or unreadable
-            log.debug("run.json not marked failed: %s", unrecorded)
-        raise
-
-
 def make_strategy(name: str) -> Any:
     """The tf.distribute strategy called `name` (see STRATEGIES).
 
@@ -245,6 +218,23 @@ def make_strategy(name: str) -> Any:
     return tf.distribute.get_strategy()
 
 
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What a run will train, settled before TensorFlow starts: the checked options, the
+    split manifest, the recipe and its input, the classes and each split's counts."""
+
+    out: Path
+    options: TrainOptions
+    manifest: pd.DataFrame
+    recipe: ModelRecipe
+    spec: InputSpec
+    labels: list[str]
+    counts: dict[str, dict[str, int]]
+    epochs: int
+    worker: Worker
+    resume: bool = False
+
+
 def train_model(
     manifest: pd.DataFrame | None,
     out: Path,
@@ -259,10 +249,34 @@ def train_model(
 ) -> TrainResult:
     """Split, decode, fit with early stopping and checkpoints, score the test split.
 
+    The steps, in order: plan, decode, fit, calibrate and score, write the run.
     `callbacks` are extra Keras callbacks (the run's own come first).
     """
     started = time.perf_counter()
-    out = Path(out)
+    plan = plan_run(manifest, Path(out), options, profile=profile, resume=resume)
+    strategy = make_strategy(plan.options.strategy)
+    record = _run_record(plan, strategy, profile=profile, command=command)
+    # the run folder (or this worker's own); a run that dies says so in its run.json
+    with worker_folder(plan.out, plan.worker) as folder, failure_recorded(folder):
+        _start_run(plan, folder, record)
+        decoded = decode_splits(plan, folder, jobs=jobs, progress=progress)
+        model, history = fit_model(
+            plan, decoded, folder, strategy, progress=progress, callbacks=callbacks or []
+        )
+        metrics = calibrate_and_score(plan, model, decoded, folder, record)
+        return write_run(plan, folder, record, metrics, history, decoded, started)
+
+
+def plan_run(
+    manifest: pd.DataFrame | None,
+    out: Path,
+    options: TrainOptions,
+    *,
+    profile: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> Plan:
+    """Plan: the options (a resumed run's own), the split, and what will be trained. Every
+    refusal that needs no TensorFlow happens here, before the run folder is made."""
     if resume:
         config, manifest = _resume_state(out)
         options = _resumed_options(config, out / RUN_JSON)
@@ -282,6 +296,7 @@ def train_model(
             seed=options.seed,
             max_phash_distance=_near_distance(profile),
         )
+    assert manifest is not None  # read back on resume, checked above otherwise
     recipe = get_recipe(options.model)
     spec = (
         recipe.input
@@ -299,103 +314,126 @@ def train_model(
                 f"accepted files are too few for ratios {list(options.ratios)}"
             )
     epochs = options.epochs or recipe.epochs
-    strategy = make_strategy(options.strategy)
-    config = {
+    return Plan(out, options, manifest, recipe, spec, labels, counts, epochs, worker, resume)
+
+
+def _run_record(
+    plan: Plan, strategy: Any, *, profile: dict[str, Any] | None, command: str
+) -> dict[str, Any]:
+    """run.json as training starts: what the run is, and where and how it trains."""
+    options, recipe = plan.options, plan.recipe
+    return {
         "command": command,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "training",
+        "status": TRAINING,
         "options": {**asdict(options), "ratios": list(options.ratios)},
         "model": {
             "name": recipe.name,
             "summary": recipe.summary,
-            "epochs": epochs,
+            "epochs": plan.epochs,
             "tta_flip": recipe.tta_flip,
         },
-        "input": asdict(spec),
-        "labels": labels,
-        "split_counts": counts,
+        "input": asdict(plan.spec),
+        "labels": plan.labels,
+        "split_counts": plan.counts,
         "replicas": int(strategy.num_replicas_in_sync),
-        "workers": worker.count,
+        "workers": plan.worker.count,
         "profile": profile or {},
-        "roots": manifest.attrs.get("roots") or [manifest.attrs.get("root")],
+        "roots": plan.manifest.attrs.get("roots") or [plan.manifest.attrs.get("root")],
         "versions": _versions(),
     }
-    # the run folder (or this worker's own); a run that dies says so in its run.json
-    with worker_folder(out, worker) as folder, _failure_recorded(folder):
-        if resume and not worker.is_chief:
-            _seed_worker_folder(out, folder)
-        if not resume:
-            write_manifest(manifest, folder)
-            _write_json(folder / RUN_JSON, config)
 
-        decoded = {
-            split: decode_rows(
-                manifest[manifest["split"] == split],
-                spec,
-                labels,
-                root=Path(manifest.attrs.get("root") or "."),
-                cache_file=folder / "cache" / f"{split}.npy",
-                memory_bytes=options.memory_bytes,
-                jobs=jobs,
-                progress=progress,
-            )
-            for split in SPLITS
-        }
-        left_out = [p for d in decoded.values() for p in d.problems]
-        if len(decoded["train"]) == 0 or len(decoded["validation"]) == 0:
-            raise TrainingError("no train or validation image could be decoded; see left_out")
 
-        model, history = _fit(
-            decoded,
-            labels,
-            recipe,
-            options,
-            epochs,
-            folder,
-            resume,
-            progress,
-            callbacks or [],
-            strategy,
-            worker,
+def _start_run(plan: Plan, folder: Path, record: dict[str, Any]) -> None:
+    """A new run writes its manifest and run.json ("training") first; a resumed worker other
+    than the chief starts from the chief's checkpoints."""
+    if plan.resume and not plan.worker.is_chief:
+        _seed_worker_folder(plan.out, folder)
+    if not plan.resume:
+        write_manifest(plan.manifest, folder)
+        write_json(folder / RUN_JSON, record)
+
+
+def decode_splits(
+    plan: Plan, folder: Path, *, jobs: int | None = None, progress: bool = False
+) -> dict[str, DecodedImages]:
+    """Decode: each split's accepted rows as arrays (cached in the run folder while it
+    trains); a file that cannot be decoded is left out, and said so."""
+    manifest = plan.manifest
+    decoded = {
+        split: decode_rows(
+            manifest[manifest["split"] == split],
+            plan.spec,
+            plan.labels,
+            root=Path(manifest.attrs.get("root") or "."),
+            cache_file=folder / CACHE / f"{split}.npy",
+            memory_bytes=plan.options.memory_bytes,
+            jobs=jobs,
+            progress=progress,
         )
-        _save_model(model, folder / MODEL_FILE)  # on every worker: saving may read collectively
-        if options.strategy != "default":  # scored outside the strategy, as saved
-            model = _load_model(folder / MODEL_FILE)
+        for split in SPLITS
+    }
+    if len(decoded["train"]) == 0 or len(decoded["validation"]) == 0:
+        raise TrainingError("no train or validation image could be decoded; see left_out")
+    return decoded
 
-        run = Run(folder, model, labels, spec, config)
-        # calibration: one temperature, fitted on the validation split, applied to every score
-        val = decoded["validation"]
-        config["temperature"] = fit_temperature(
-            val.labels, predict_proba(run, val, calibrated=False)
-        )
-        test = decoded["test"] if len(decoded["test"]) else val
-        scored_split = "test" if len(decoded["test"]) else "validation"
-        raw = predict_proba(run, test, calibrated=False)
-        metrics = {
-            "split": scored_split,
-            **score_predictions(test.labels, apply_temperature(raw, config["temperature"]), labels),
-            "temperature": config["temperature"],
-            "expected_calibration_error_before_temperature": score_predictions(
-                test.labels, raw, labels
-            )["expected_calibration_error"],
-        }
-        diagnosis = diagnose_fit(history)
-        metrics["diagnosis"] = diagnosis
-        _write_json(folder / METRICS_JSON, metrics)
-        _plot(folder, history, metrics, labels, recipe.name)
 
-        shutil.rmtree(folder / "cache", ignore_errors=True)
-        seconds = time.perf_counter() - started
-        config.update(
-            status="finished",
-            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            epochs_run=len(history.get("loss", [])),
-            seconds=round(seconds, 1),
-            left_out=[{"path": p, "why": w} for p, w in left_out],
-            diagnosis=diagnosis,
-        )
-        _write_json(folder / RUN_JSON, config)
-    return TrainResult(out, labels, counts, history, metrics, diagnosis, left_out, seconds)
+def calibrate_and_score(
+    plan: Plan,
+    model: Any,
+    decoded: dict[str, DecodedImages],
+    folder: Path,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """Calibrate and score: one temperature, fitted on the validation split and applied to
+    every score; the metrics of the test split (the validation split when it is empty)."""
+    run = Run(folder, model, plan.labels, plan.spec, record)
+    val = decoded["validation"]
+    temperature = fit_temperature(val.labels, predict_proba(run, val, calibrated=False))
+    test = decoded["test"] if len(decoded["test"]) else val
+    scored_split = "test" if len(decoded["test"]) else "validation"
+    raw = predict_proba(run, test, calibrated=False)
+    return {
+        "split": scored_split,
+        **score_predictions(test.labels, apply_temperature(raw, temperature), plan.labels),
+        "temperature": temperature,
+        "expected_calibration_error_before_temperature": score_predictions(
+            test.labels, raw, plan.labels
+        )["expected_calibration_error"],
+    }
+
+
+def write_run(
+    plan: Plan,
+    folder: Path,
+    record: dict[str, Any],
+    metrics: dict[str, Any],
+    history: dict[str, list[float]],
+    decoded: dict[str, DecodedImages],
+    started: float,
+) -> TrainResult:
+    """Write the run: metrics.json with the fit diagnosis, the plots, and run.json marked
+    finished (its temperature, epochs, seconds, the files left out); the cache goes."""
+    diagnosis = diagnose_fit(history)
+    metrics["diagnosis"] = diagnosis
+    write_json(folder / METRICS_JSON, metrics)
+    _plot(folder, history, metrics, plan.labels, plan.recipe.name)
+
+    shutil.rmtree(folder / CACHE, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    left_out = [p for d in decoded.values() for p in d.problems]
+    record["temperature"] = metrics["temperature"]
+    record_finished(
+        folder,
+        record,
+        epochs_run=len(history.get("loss", [])),
+        seconds=round(seconds, 1),
+        left_out=[{"path": p, "why": w} for p, w in left_out],
+        diagnosis=diagnosis,
+    )
+    return TrainResult(
+        plan.out, plan.labels, plan.counts, history, metrics, diagnosis, left_out, seconds
+    )
 
 
 def _near_distance(profile: dict[str, Any] | None) -> int:
@@ -406,33 +444,14 @@ def _near_distance(profile: dict[str, Any] | None) -> int:
 
 
 def _resume_state(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    from toolkit.evaluate import read_run_config
-
     config = read_run_config(out)
-    if config.get("status") == "finished":
+    if config.get("status") == FINISHED:
         raise UsageError(f"{out}: this run finished; nothing to resume")
     manifest = read_manifest(out)
     if "split" not in manifest.columns:
         raise TrainingError(f"{out}: the run's manifest has no split column")
-    _check_resumed_files(out)
+    check_resumable_files(out)
     return config, manifest
-
-
-def _check_resumed_files(out: Path) -> None:
-    """A resumed run reads history.csv and every file below checkpoints/: each must be a
-    regular file or folder of the run itself (a FIFO would block Keras for ever, a link
-    could lead it anywhere); otherwise a RecordError, before anything is read."""
-    entries = [out / HISTORY_CSV, out / CHECKPOINTS]
-    for folder, dirs, files in os.walk(out / CHECKPOINTS):  # links are listed, not followed
-        entries += [Path(folder) / name for name in (*dirs, *files)]
-    for path in entries:
-        if not os.path.lexists(path):
-            continue
-        mode = path.lstat().st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise RecordError(
-                path, path.name, f"{file_kind(mode)}, not what training writes; nothing resumed"
-            )
 
 
 def _resumed_options(config: dict[str, Any], path: Path) -> TrainOptions:
@@ -483,21 +502,23 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float] | None:
     return {i: float(len(y) / (n_classes * c)) for i, c in enumerate(counts) if c > 0}
 
 
-def _fit(
+def fit_model(
+    plan: Plan,
     decoded: dict[str, DecodedImages],
-    labels: list[str],
-    recipe: Any,
-    options: TrainOptions,
-    epochs: int,
-    out: Path,
-    resume: bool,
-    progress: bool,
-    extra_callbacks: list[Any],
+    folder: Path,
     strategy: Any,
-    worker: Worker,
+    *,
+    progress: bool = False,
+    callbacks: list[Any] | None = None,
 ) -> tuple[Any, dict[str, list[float]]]:
+    """Fit: build the recipe's model, fit it with early stopping and a checkpoint every
+    epoch (continuing a resumed run), keep the best epoch's weights, save model.keras.
+
+    Returns the model to score, as saved, and the history of the whole run.
+    """
     import keras
 
+    recipe, options, labels = plan.recipe, plan.options, plan.labels
     binary = len(labels) == 2
     with strategy.scope():  # variables (weights, optimizer, metrics) live on every replica
         model = recipe.build(
@@ -506,7 +527,7 @@ def _fit(
             learning_rate=options.learning_rate or recipe.learning_rate,
             seed=options.seed,
         )
-    if worker.count > 1:
+    if plan.worker.count > 1:
         _fit_across_workers(model, strategy)
     train_ds = make_dataset(
         decoded["train"],
@@ -516,24 +537,24 @@ def _fit(
         binary=binary,
     )
     val_ds = make_dataset(decoded["validation"], batch_size=options.batch_size, binary=binary)
-    checkpoints = out / CHECKPOINTS
-    history_csv = out / HISTORY_CSV
-    best_so_far = _best_val_loss(history_csv) if resume else None
-    callbacks = [
+    checkpoints = folder / CHECKPOINTS
+    history_csv = folder / HISTORY_CSV
+    best_so_far = _best_val_loss(folder) if plan.resume else None
+    run_callbacks = [
         keras.callbacks.BackupAndRestore(
             str(checkpoints / "backup"), double_checkpoint=True, delete_checkpoint=False
         ),
-        keras.callbacks.CSVLogger(str(history_csv), append=resume),
+        keras.callbacks.CSVLogger(str(history_csv), append=plan.resume),
         _best_weights_callback(keras, checkpoints / BEST_WEIGHTS, best_so_far),
         keras.callbacks.EarlyStopping(
             monitor="val_loss",
             patience=options.patience or recipe.patience,
             restore_best_weights=True,
         ),
-        *extra_callbacks,
+        *(callbacks or []),
     ]
     if recipe.reduce_lr:
-        callbacks.append(
+        run_callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=0.5, patience=3, min_lr=1e-5, verbose=0
             )
@@ -544,20 +565,24 @@ def _fit(
         model.fit(
             train_ds,
             validation_data=val_ds,
-            epochs=epochs,
-            callbacks=callbacks,
+            epochs=plan.epochs,
+            callbacks=run_callbacks,
             class_weight=weights,
             shuffle=False,  # the dataset reshuffles itself every epoch
             verbose=verbose,
         )
     finally:  # an interrupted fit skips on_train_end, which closes history.csv
-        logger = callbacks[1]
+        logger = run_callbacks[1]
         if getattr(logger, "csv_file", None) is not None and not logger.csv_file.closed:
             logger.csv_file.close()
     best = checkpoints / BEST_WEIGHTS
     if best.exists():  # the best epoch over the whole run, interruptions included
         model.load_weights(str(best))
-    return model, _read_history(history_csv)
+    history = read_history(folder)
+    write_model(model, folder)  # on every worker: saving may read collectively
+    if options.strategy != "default":  # scored outside the strategy, as saved
+        model = load_model(folder / MODEL_FILE)
+    return model, history
 
 
 def _fit_across_workers(model: Any, strategy: Any) -> None:
@@ -599,14 +624,6 @@ def _seed_worker_folder(out: Path, folder: Path) -> None:
         shutil.copy2(out / HISTORY_CSV, folder / HISTORY_CSV)
 
 
-def _load_model(path: Path) -> Any:
-    import keras
-
-    import toolkit.layers  # noqa: F401  (registers the default model's layers)
-
-    return keras.models.load_model(path, compile=False, safe_mode=True)
-
-
 def _best_weights_callback(keras: Any, target: Path, best_so_far: float | None) -> Any:
     """Keras' ModelCheckpoint(save_best_only) on val_loss, but written atomically: a run
     killed while saving keeps the previous best weights, never half an HDF5 file."""
@@ -632,23 +649,9 @@ def _best_weights_callback(keras: Any, target: Path, best_so_far: float | None) 
     return AtomicBestWeights()
 
 
-def _best_val_loss(history_csv: Path) -> float | None:
-    history = _read_history(history_csv)
-    values = history.get("val_loss") or []
+def _best_val_loss(folder: Path) -> float | None:
+    values = read_history(folder).get("val_loss") or []
     return float(min(values)) if values else None
-
-
-def _read_history(history_csv: Path) -> dict[str, list[float]]:
-    """history.csv as lists per metric; a resumed run's repeated epochs keep the last."""
-    if not history_csv.exists() or history_csv.stat().st_size == 0:
-        return {}
-    frame = pd.read_csv(history_csv)
-    if "epoch" in frame.columns:
-        deduplicated = frame.drop_duplicates("epoch", keep="last").sort_values("epoch")
-        if len(deduplicated) != len(frame):  # a resumed run repeated epochs: keep one of each
-            frame = deduplicated
-            atomic_write(history_csv, lambda fh: frame.to_csv(fh, index=False))
-    return {c: frame[c].astype(float).tolist() for c in frame.columns if c != "epoch"}
 
 
 def diagnose_fit(history: dict[str, list[float]]) -> str:
@@ -677,35 +680,14 @@ def diagnose_fit(history: dict[str, list[float]]) -> str:
     )
 
 
-def _save_model(model: Any, target: Path) -> None:
-    """model.keras via a temporary file renamed into place: never half a model."""
-    tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}.keras")
-    try:
-        model.save(str(tmp))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _plot(out: Path, history: dict, metrics: dict, labels: list[str], name: str) -> None:
-    from toolkit.report.training import (
-        CONFUSION_PNG,
-        CURVES_PNG,
-        RELIABILITY_PNG,
-        plot_confusion,
-        plot_curves,
-        plot_reliability,
-    )
+    from toolkit.report.training import plot_confusion, plot_curves, plot_reliability
 
     plot_curves(history, out / CURVES_PNG, title=f"{name}: {metrics['diagnosis'].split(':')[0]}")
     plot_confusion(metrics["confusion_matrix"], labels, out / CONFUSION_PNG)
     plot_reliability(
         metrics["calibration_bins"], metrics["expected_calibration_error"], out / RELIABILITY_PNG
     )
-
-
-def _write_json(target: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(target, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _versions() -> dict[str, str]:

@@ -13,10 +13,6 @@ from typing import Any
 from toolkit.manifest import atomic_write
 from toolkit.report.charts import plain_text, png_bytes, shown
 
-CURVES_PNG = "curves.png"
-CONFUSION_PNG = "confusion_matrix.png"
-RELIABILITY_PNG = "reliability.png"
-
 
 def _save(fig: Any, target: Path) -> Path:
     data = png_bytes(fig, dpi=110, bbox_inches="tight")
