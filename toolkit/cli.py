@@ -246,6 +246,7 @@ def train(
         str, typer.Option(help="train,validation,test shares of the accepted files.")
     ] = "0.7,0.2,0.1",
     image_size: Annotated[
+    from toolkit.runs import RUN_JSON
         int | None, typer.Option(min=8, help="Input side in px [the model's].")
     ] = None,
     resume: Annotated[
@@ -285,7 +286,6 @@ def train(
         )
         _echo_training(result)
         return
-    from toolkit.runs import RUN_JSON
     from toolkit.models import get_recipe
     from toolkit.outputs import check_new_folder, check_output
 
