@@ -246,7 +246,6 @@ def train(
         str, typer.Option(help="train,validation,test shares of the accepted files.")
     ] = "0.7,0.2,0.1",
     image_size: Annotated[
-    from toolkit.runs import RUN_JSON
         int | None, typer.Option(min=8, help="Input side in px [the model's].")
     ] = None,
     resume: Annotated[
@@ -288,6 +287,7 @@ def train(
         return
     from toolkit.models import get_recipe
     from toolkit.outputs import check_new_folder, check_output
+    from toolkit.runs import RUN_JSON
 
     get_recipe(model)  # an unknown model fails before a long scan
     read_worker(strategy)  # so do an unknown strategy and a bad TF_CONFIG
