@@ -17,6 +17,7 @@ from htmltree import Element, parse_html
 from PIL import Image
 
 from toolkit.cli import main
+from toolkit.manifest import DATASET_PATH
 from toolkit.profiles import load_profile
 from toolkit.report.charts import MAX_CLASSES_DRAWN, plot_classes, plot_dimensions, plot_file_sizes
 from toolkit.report.html import (
@@ -27,7 +28,7 @@ from toolkit.report.html import (
 )
 from toolkit.report.thumbnails import THUMB_SIDE_PX, make_thumbnails
 from toolkit.scan import ScanOptions, display_path, scan_folder
-from toolkit.validate import DATASET_PATH, Validation, validate_manifest
+from toolkit.validate import Validation, validate_manifest
 
 HOSTILE_NAME = "sad/<img src=x onerror=alert(1)>.jpg"
 #: The tiny test profile, looking for faces: noise has none, so every image is in the strip.

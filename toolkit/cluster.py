@@ -43,8 +43,10 @@ import pandas as pd
 
 from toolkit.errors import DataRootError, UsageError
 from toolkit.manifest import (
+    ACCEPTED,
     MANIFEST_PARQUET,
     METADATA_KEY,
+    REJECTED,
     empty_manifest,
     manifest_from_rows,
     normalise_manifest,
@@ -54,8 +56,6 @@ from toolkit.profiles import Profile
 from toolkit.rules import phash_bands, phash_values
 from toolkit.scan import FileScanner, ScanOptions, list_class_folders, list_entries
 from toolkit.validate import (
-    ACCEPTED,
-    REJECTED,
     DatasetCounts,
     Finding,
     Validation,

@@ -58,9 +58,14 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 SCAN_COLUMNS = list(COLUMNS)
 
+#: The two values of the `status` column validation adds.
+ACCEPTED, REJECTED = "accepted", "rejected"
+#: The path of a finding about the dataset as a whole (no file, no class folder).
+DATASET_PATH = "."
+
 #: Columns validation adds.
 VALIDATION_COLUMNS: dict[str, tuple[str, str]] = {
-    "status": ("string", "accepted or rejected"),
+    "status": ("string", f"{ACCEPTED} or {REJECTED}"),
     "reasons": ("string", "the blocking rules the file broke, ';'-separated"),
     "warnings": ("string", "the warning rules it broke, ';'-separated"),
 }

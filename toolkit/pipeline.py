@@ -30,6 +30,7 @@ import pandas as pd
 
 from toolkit.errors import RecordError, UsageError, processing
 from toolkit.images import UPRIGHT, decode_turn, flatten_reduced, upright
+from toolkit.manifest import ACCEPTED
 from toolkit.manifest import MANIFEST_PARQUET as MANIFEST
 from toolkit.paths import (
     check_record_paths,
@@ -40,7 +41,6 @@ from toolkit.paths import (
 )
 from toolkit.rules import content_groups
 from toolkit.text import escape_controls
-from toolkit.validate import ACCEPTED
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import QuarantineError, RecordError, processing
-from toolkit.manifest import atomic_write_text, read_manifest
+from toolkit.manifest import REJECTED, atomic_write_text, read_manifest
 from toolkit.outputs import check_output
 from toolkit.paths import (
     NotRegularFileError,
@@ -66,7 +66,7 @@ def quarantine_rejected(run_dir: Path, into: Path) -> QuarantineRecord:
 
     entries: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for row in manifest[manifest["status"] == "rejected"].itertuples(index=False):
+    for row in manifest[manifest["status"] == REJECTED].itertuples(index=False):
         reason = _why_not_movable(root, row)
         if reason:
             skipped.append(f"{row.path}: {reason}")

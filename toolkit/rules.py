@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from toolkit.manifest import DATASET_PATH
+
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
@@ -135,9 +137,6 @@ class Layout(enum.StrEnum):
     #: one strip of thumbnails (a warning most photos of a scraped set may carry)
     STRIP = "strip"
 
-
-#: The path of a finding about the dataset as a whole.
-DATASET_PATH = "."
 
 REGISTRY: dict[str, type[Rule]] = {}
 

@@ -17,14 +17,12 @@ from typing import Any
 import pandas as pd
 
 from toolkit import __version__
-from toolkit.manifest import normalise_manifest
+from toolkit.manifest import ACCEPTED, DATASET_PATH, REJECTED, normalise_manifest
 from toolkit.profiles import Profile
-from toolkit.rules import DATASET_PATH, DatasetRule, FileRule, Table
+from toolkit.rules import DatasetRule, FileRule, Table
 from toolkit.text import escape_controls
 
 log = logging.getLogger(__name__)
-
-ACCEPTED, REJECTED = "accepted", "rejected"
 
 
 @dataclass(frozen=True, order=True)

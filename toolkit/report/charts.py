@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import pandas as pd
 
+from toolkit.manifest import REJECTED
 from toolkit.text import escape_controls
 
 ACCEPTED_COLOUR = "#2e7d32"
@@ -142,7 +143,7 @@ def plot_file_sizes(manifest: pd.DataFrame, *, min_bytes: int | None) -> Chart:
         if min_bytes:
             low, high = min(low, float(min_bytes)), max(high, float(min_bytes))
         bins = np.geomspace(low / 1.05, high * 1.05, 41)
-        rejected = (manifest["status"] == "rejected").to_numpy()
+        rejected = (manifest["status"] == REJECTED).to_numpy()
         ok = positive.to_numpy()
         values = [sizes[ok & ~rejected].to_numpy(), sizes[ok & rejected].to_numpy()]
         ax.hist(
@@ -185,7 +186,7 @@ def plot_dimensions(
     width = manifest["width_px"].astype("float64")
     height = manifest["height_px"].astype("float64")
     ok = ((width > 0) & (height > 0)).fillna(False).to_numpy(dtype=bool)
-    rejected = (manifest["status"] == "rejected").to_numpy()
+    rejected = (manifest["status"] == REJECTED).to_numpy()
     largest = float((width * height)[ok].max()) if ok.any() else 0.0
     if ok.any():
         for mask, colour, label in (
