@@ -46,8 +46,6 @@ EXIT_INTERRUPTED = 130
 DEMO_DIR = Path("data/demo")
 RUNS_DIR = Path("runs")
 MAX_FINDING_LINES = 20
-#: report.html draws every file: above this many, the Dask engine writes report.json only.
-HTML_MAX_FILES = 500_000
 
 ProfileOpt = Annotated[
     str,
@@ -117,78 +115,39 @@ def validate(
 
     Exit code 0 when the dataset passes every blocking rule, 1 when it does not.
     """
-    from toolkit.cluster import check_engine
-    from toolkit.manifest import RUN_ID_KEY, write_manifest
-    from toolkit.outputs import (
-        DATA_DOCS_DIR,
-        check_output,
-        check_replaceable,
-        new_run_id,
-        staged_outputs,
-    )
+    from toolkit.check import engine_named
+    from toolkit.cluster import HTML_MAX_FILES
+    from toolkit.outputs import check_output, check_replaceable, write_validate_outputs
     from toolkit.profiles import load_profile
-    from toolkit.report import write_report_json
-    from toolkit.scan import scan_folder
-    from toolkit.validate import validate_manifest
 
     started = time.perf_counter()
     source = data if data is not None else str(_ensure_demo_data(DEMO_DIR))
     rules = load_profile(profile)  # a bad profile fails before a long scan
-    check_engine(engine)
-    if (scheduler or workers) and engine != "dask":
-        raise UsageError("--scheduler and --workers need --engine dask")
+    chosen = engine_named(engine, scheduler=scheduler, workers=workers)
     out = out or RUNS_DIR / (_folder_name(source) or "data")
     check_output(out, [source])  # so does an output folder among the data, or a bad one
     check_replaceable(out)
-    run_id = new_run_id()
-    options = rules.scan_options(detect_faces=faces)
-    with staged_outputs(out, run_id) as staging:  # every output lands together, or none
-        if engine == "dask":
-            result, seconds = _validate_on_dask(
-                source, rules, staging.folder, options, scheduler, workers, run_id
-            )
-        else:
-            manifest = scan_folder(Path(source), jobs=jobs, options=options, progress=True)
-            scanned = time.perf_counter()
-            result = validate_manifest(manifest, rules)
-            seconds = {"scan": round(scanned - started, 2)}
-            seconds["validate"] = round(time.perf_counter() - scanned, 2)
-            result.manifest.attrs[RUN_ID_KEY] = run_id
-            write_manifest(result.manifest, staging.folder)
-        finished = time.perf_counter()
-        result.extra.update(
-            run_id=run_id,
-            command=_command_line(),
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            seconds=seconds,
+    written = write_validate_outputs(
+        out,
+        source,
+        rules,
+        chosen,
+        jobs=jobs,
+        detect_faces=faces,
+        html=html,
+        data_docs=data_docs,
+        command=_command_line(),
+        progress=True,
+    )
+    if written.html_skipped:
+        typer.echo(
+            f"report.html skipped: over {HTML_MAX_FILES:,} files (report.json has every finding)",
+            err=True,
         )
-        report = result.to_report()
-        report_path = None
-        if html and result.manifest is None:
-            typer.echo(
-                f"report.html skipped: over {HTML_MAX_FILES:,} files "
-                "(report.json has every finding)",
-                err=True,
-            )
-        elif html:
-            from toolkit.report.html import write_report_html
-
-            began = time.perf_counter()
-            report_path = write_report_html(result, report, staging.folder, jobs=jobs)
-            report["seconds"]["report"] = round(time.perf_counter() - began, 2)
-        docs = None
-        if data_docs:
-            from toolkit.gx import write_data_docs
-
-            began = time.perf_counter()
-            docs = write_data_docs(
-                result.suite_results, staging.folder / DATA_DOCS_DIR, f"toolkit-validate-{run_id}"
-            )
-            staging.mark(docs.parent)
-            report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
-        json_path = write_report_json(report, staging.folder)
-    shown = staging.final(report_path or json_path)
-    _echo_summary(source, report, result, shown, finished - started, docs and staging.final(docs))
+    result = written.validation
+    shown = written.report_html or written.report_json
+    seconds = written.checked_at - started
+    _echo_summary(source, written.report, result, shown, seconds, written.data_docs)
     if not result.passed:
         raise typer.Exit(1)
 
@@ -449,13 +408,11 @@ def _profiles_for(roots: list[Path], given: list[str] | None) -> list[str]:
 
 def _validated(root: Path, spec: str, jobs: int | None) -> Any:
     """Scan and validate one training root; refuse to train on a dataset that failed."""
+    from toolkit.check import check_folder
     from toolkit.profiles import load_profile
-    from toolkit.scan import scan_folder
-    from toolkit.validate import validate_manifest
 
     rules = load_profile(spec)
-    manifest = scan_folder(root, jobs=jobs, options=rules.scan_options(), progress=True)
-    result = validate_manifest(manifest, rules)
+    result = check_folder(root, rules, jobs=jobs, progress=True)
     _say(
         f"{root}: {len(result.manifest):,} files, {len(result.accepted):,} accepted, "
         f"{len(result.rejected):,} rejected (profile {rules.name})",
@@ -513,46 +470,6 @@ def _folder_name(source: str) -> str:
     if "://" in source:
         return source.rstrip("/").rsplit("/", 1)[-1]
     return Path(source).resolve().name
-
-
-def _validate_on_dask(
-    source: str,
-    rules: Any,
-    out: Path,
-    options: Any,
-    scheduler: str | None,
-    workers: int | None,
-    run_id: str,
-) -> tuple[Any, dict[str, float]]:
-    """Scan and validate on Dask; write the partitioned manifest into `out`. The Validation
-    carries the manifest in this process only when it is small enough for report.html."""
-    from dataclasses import replace
-
-    from toolkit.cluster import (
-        ClusterOptions,
-        connect,
-        validate_cluster,
-        write_partitioned_manifest,
-    )
-    from toolkit.manifest import RUN_ID_KEY
-
-    began = time.perf_counter()
-    with connect(ClusterOptions(scheduler=scheduler, n_workers=workers)) as client:
-        connected = time.perf_counter()
-        found = validate_cluster(client, source, rules, options=options)
-        validated = time.perf_counter()
-        found.attrs[RUN_ID_KEY] = run_id
-        write_partitioned_manifest(found, out)
-        n_files = found.validation.counts.n_files if found.validation.counts else 0
-        small = n_files <= HTML_MAX_FILES
-        result = replace(found.validation, manifest=found.to_pandas() if small else None)
-    seconds = {
-        "cluster": round(connected - began, 2),
-        "scan_and_validate": round(validated - connected, 2),
-        **{f"dask_{step}": s for step, s in found.seconds.items()},
-        "write": round(time.perf_counter() - validated, 2),
-    }
-    return result, seconds
 
 
 def _echo_summary(

@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 
 #: Files per scan task: big enough that task overhead (~1 ms) is noise next to ~1000 scans.
 DEFAULT_BATCH_FILES = 1000
+#: report.html draws every file: above this many, the Dask engine hands back no manifest in
+#: this process (report.json has every finding).
+HTML_MAX_FILES = 500_000
 #: Columns the engine carries between steps and drops before writing.
 _ORDER, _FOUND = "_order", "_file_findings"
 _VERDICT_COLUMNS = ["status", "reasons", "warnings"]
@@ -459,6 +462,47 @@ def write_partitioned_manifest(result: ClusterValidation, out_dir: Path) -> Path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def validate_on_dask(
+    source: str | Path,
+    profile: Profile,
+    options: ClusterOptions,
+    scan_options: ScanOptions,
+    *,
+    out: Path | None = None,
+    run_id: str | None = None,
+    max_files: int = HTML_MAX_FILES,
+) -> tuple[Validation, dict[str, float]]:
+    """Scan and validate on Dask; write the partitioned manifest into `out` (when given).
+
+    The Validation carries the manifest in this process only when it holds at most
+    `max_files` files (small enough for report.html); else its manifest is None."""
+    from dataclasses import replace
+
+    from toolkit.manifest import RUN_ID_KEY
+
+    began = time.perf_counter()
+    with connect(options) as client:
+        connected = time.perf_counter()
+        found = validate_cluster(
+            client, source, profile, options=scan_options, batch_files=options.batch_files
+        )
+        validated = time.perf_counter()
+        if run_id is not None:
+            found.attrs[RUN_ID_KEY] = run_id
+        if out is not None:
+            write_partitioned_manifest(found, out)
+        n_files = found.validation.counts.n_files if found.validation.counts else 0
+        small = n_files <= max_files
+        result = replace(found.validation, manifest=found.to_pandas() if small else None)
+    seconds = {
+        "cluster": round(connected - began, 2),
+        "scan_and_validate": round(validated - connected, 2),
+        **{f"dask_{step}": s for step, s in found.seconds.items()},
+        "write": round(time.perf_counter() - validated, 2),
+    }
+    return result, seconds
 
 
 def check_engine(engine: str) -> None:

@@ -52,6 +52,8 @@ class Validation:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Great Expectations' results of the dataset suites (for Data Docs; not in the report)
     suite_results: list[Any] = field(default_factory=list, repr=False)
+    #: wall seconds per step of the engine that checked it (toolkit.check; report.json's)
+    seconds: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
     def accepted(self) -> pd.DataFrame:

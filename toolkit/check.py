@@ -1,0 +1,149 @@
+"""The one entry point: scan a folder and judge it against a profile -> a `Validation`.
+
+"Scan, then validate" is one step to every caller (the CLI's validate and train, evaluate,
+the benchmarks, a Python user), and where it runs is an engine's business: `LocalEngine`
+scans with processes on this machine and judges one pandas manifest; `DaskEngine` does both
+on a Dask cluster (toolkit.cluster) and never holds the whole manifest in one process.
+Both judge with the same rules and the same table builders (toolkit.validate), so both give
+the same findings and verdict. Nothing here prints; the outputs guard and the staging of
+what is written stay with the caller (toolkit.outputs).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
+
+from toolkit.errors import UsageError
+from toolkit.profiles import Profile, load_profile
+from toolkit.scan import ScanOptions
+from toolkit.validate import Validation
+
+#: The engines `check_folder` (and `toolkit validate --engine`) knows by name.
+ENGINES = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How to scan, and where the engine writes the manifest (none: it writes nothing)."""
+
+    scan: ScanOptions
+    jobs: int | None = None
+    progress: bool = False
+    #: the folder the manifest goes into (the caller's staging folder)
+    out: Path | None = None
+    #: stamped into the manifest's metadata, so the report and the manifest name one run
+    run_id: str | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Where a check runs: scans `source`, judges it, writes the manifest into `options.out`
+    (in the engine's own format) and says how many seconds each step took."""
+
+    name: ClassVar[str]
+
+    def check(
+        self, source: str, profile: Profile, options: CheckOptions
+    ) -> tuple[Validation, dict[str, float]]:
+        """(the validation, wall seconds per step)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalEngine:
+    """Processes on this machine (toolkit.scan), one pandas manifest (toolkit.validate)."""
+
+    name: ClassVar[str] = "local"
+
+    def check(
+        self, source: str, profile: Profile, options: CheckOptions
+    ) -> tuple[Validation, dict[str, float]]:
+        """Scan into a DataFrame, judge it, write manifest.parquet into `options.out`."""
+        from toolkit.manifest import RUN_ID_KEY, write_manifest
+        from toolkit.scan import scan_folder
+        from toolkit.validate import validate_manifest
+
+        started = time.perf_counter()
+        manifest = scan_folder(
+            Path(source), jobs=options.jobs, options=options.scan, progress=options.progress
+        )
+        scanned = time.perf_counter()
+        result = validate_manifest(manifest, profile)
+        seconds = {
+            "scan": round(scanned - started, 2),
+            "validate": round(time.perf_counter() - scanned, 2),
+        }
+        if options.run_id is not None:
+            result.manifest.attrs[RUN_ID_KEY] = options.run_id
+        if options.out is not None:
+            write_manifest(result.manifest, options.out)
+        return result, seconds
+
+
+@dataclass(frozen=True)
+class DaskEngine:
+    """A Dask cluster: a running scheduler's address, or a LocalCluster of `workers`.
+
+    Writes the manifest as partitioned Parquet; hands the manifest back to this process
+    only up to `max_files` files (report.html draws every file), else `manifest` is None."""
+
+    name: ClassVar[str] = "dask"
+    scheduler: str | None = None
+    workers: int | None = None
+    max_files: int | None = None
+
+    def check(
+        self, source: str, profile: Profile, options: CheckOptions
+    ) -> tuple[Validation, dict[str, float]]:
+        """Scan and judge on the cluster; write OUT/manifest.parquet/part.N.parquet."""
+        from toolkit.cluster import HTML_MAX_FILES, ClusterOptions, validate_on_dask
+
+        return validate_on_dask(
+            source,
+            profile,
+            ClusterOptions(scheduler=self.scheduler, n_workers=self.workers),
+            options.scan,
+            out=options.out,
+            run_id=options.run_id,
+            max_files=HTML_MAX_FILES if self.max_files is None else self.max_files,
+        )
+
+
+def engine_named(name: str, *, scheduler: str | None = None, workers: int | None = None) -> Engine:
+    """The engine behind an `--engine` name; cluster options only with the Dask engine."""
+    from toolkit.cluster import check_engine
+
+    check_engine(name)
+    if (scheduler or workers) and name != "dask":
+        raise UsageError("--scheduler and --workers need --engine dask")
+    return DaskEngine(scheduler, workers) if name == "dask" else LocalEngine()
+
+
+def check_folder(
+    root: str | Path,
+    profile: Profile | str,
+    *,
+    engine: str | Engine = "local",
+    jobs: int | None = None,
+    detect_faces: bool = True,
+    progress: bool = False,
+    out: Path | None = None,
+    run_id: str | None = None,
+) -> Validation:
+    """Scan `root` and judge every file and the dataset against `profile` (a Profile, or
+    a name or file load_profile takes). `out`: write the manifest there (the engine's
+    format). The seconds each step took are in the result's `seconds`."""
+    rules = profile if isinstance(profile, Profile) else load_profile(profile)
+    chosen = engine_named(engine) if isinstance(engine, str) else engine
+    options = CheckOptions(
+        scan=rules.scan_options(detect_faces=detect_faces),
+        jobs=jobs,
+        progress=progress,
+        out=out,
+        run_id=run_id,
+    )
+    result, seconds = chosen.check(str(root), rules, options)
+    return replace(result, seconds=seconds)
