@@ -15,7 +15,8 @@ from figures import Session, best, spread
 from tutorial import tutorial_dataset
 
 from toolkit.manifest import ACCEPTED
-from toolkit.pipeline import DecodedImages, InputSpec, class_names, decode_rows, make_dataset
+from toolkit.models import InputSpec
+from toolkit.pipeline import DecodedImages, class_names, decode_rows, make_dataset
 
 SPEC = InputSpec(size=256, channels=3)  # the tutorial's input, the `seed` recipe's
 #: The extensions image_dataset_from_directory lists; other files are invisible to it.

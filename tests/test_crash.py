@@ -17,6 +17,7 @@ import pytest
 from conftest import TINY_PROFILE
 from corpus import write_single_class_folder
 
+import toolkit.models
 import toolkit.pipeline
 import toolkit.quarantine
 import toolkit.report.thumbnails
@@ -168,7 +169,7 @@ def test_a_crash_while_decoding_for_training_names_the_file(
     rows["label"] = "happy"
     load = crashing_for(rows["path"][1], toolkit.pipeline.load_image)
     monkeypatch.setattr(toolkit.pipeline, "load_image", load)
-    spec = toolkit.pipeline.InputSpec(8, 3, False)
+    spec = toolkit.models.InputSpec(8, 3, False)
     with pytest.raises(RuntimeError, match="boom") as err:
         toolkit.pipeline.decode_rows(rows, spec, ["happy"], root=root, jobs=2)
     assert processed_path(err.value) == str(root / rows["path"][1])

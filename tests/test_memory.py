@@ -124,7 +124,8 @@ def test_training_decodes_of_big_pngs_take_turns(big_folder: Path) -> None:
     growth = _peak_growth(
         """
         import pandas as pd
-        from toolkit.pipeline import InputSpec, decode_rows
+        from toolkit.models import InputSpec
+        from toolkit.pipeline import decode_rows
         spec = InputSpec(size=64)
         def rows(paths):
             return pd.DataFrame({"path": paths, "label": "happy"})

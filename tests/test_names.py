@@ -239,7 +239,8 @@ def test_evaluate_prints_class_names_escaped(
 def test_log_lines_name_a_file_with_its_controls_escaped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from toolkit.pipeline import InputSpec, decode_rows
+    from toolkit.models import InputSpec
+    from toolkit.pipeline import decode_rows
     from toolkit.scan import FileScanner, scan_folder
 
     root = tmp_path / "data"

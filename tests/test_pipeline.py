@@ -13,9 +13,9 @@ from PIL import Image
 
 from toolkit.errors import RecordError, UsageError
 from toolkit.manifest import normalise_manifest
+from toolkit.models import InputSpec
 from toolkit.pipeline import (
     ImageProblem,
-    InputSpec,
     check_ratios,
     class_names,
     decode_rows,

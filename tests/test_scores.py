@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from toolkit.pipeline import DecodedImages, InputSpec
+from toolkit.models import InputSpec
+from toolkit.pipeline import DecodedImages
 from toolkit.runs import Run
 from toolkit.scores import (
     apply_temperature,

@@ -1,4 +1,5 @@
-"""Pure model builders, and the recipes that pair each with the input it expects.
+"""Pure model builders, and the recipes that pair each with the input it expects
+(`InputSpec`, which the pipeline decodes images to: it lives here, below the pipeline).
 
 `seed` is the tutorial's network, layer for layer, so its results can be reproduced on a
 leak-free split. `default` is ours: colour face crops (whole image when no face was found),
@@ -14,7 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.errors import UsageError
-from toolkit.pipeline import InputSpec
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model sees: a square of `size` px with `channels` (1 grey, 3 RGB)."""
+
+    size: int = 256
+    channels: int = 3
+    crop_faces: bool = False
+    face_margin: float = 0.3  # context kept around the face box, per side, as a share of it
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The model's input shape (height, width, channels)."""
+        return (self.size, self.size, self.channels)
 
 
 @dataclass(frozen=True)

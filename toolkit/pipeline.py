@@ -32,6 +32,7 @@ from toolkit.errors import RecordError, UsageError, processing
 from toolkit.images import UPRIGHT, decode_turn, flatten_reduced, upright
 from toolkit.manifest import ACCEPTED
 from toolkit.manifest import MANIFEST_PARQUET as MANIFEST
+from toolkit.models import InputSpec
 from toolkit.paths import (
     check_record_paths,
     leads_outside,
@@ -50,21 +51,6 @@ DEFAULT_RATIOS = (0.7, 0.2, 0.1)  # the tutorial's train/val/test shares
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
 #: A file declaring more pixels than this is never decoded (decompression bombs).
 MAX_DECODE_PIXELS = 100_000_000
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model sees: a square of `size` px with `channels` (1 grey, 3 RGB)."""
-
-    size: int = 256
-    channels: int = 3
-    crop_faces: bool = False
-    face_margin: float = 0.3  # context kept around the face box, per side, as a share of it
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """The model's input shape (height, width, channels)."""
-        return (self.size, self.size, self.channels)
 
 
 @dataclass
