@@ -309,13 +309,9 @@ class DataSets:
     def validated(self, data: DataSet) -> Any:
         """The validated manifest of `data` (scanned once per session)."""
         if data.name not in self._validated:
-            from toolkit.profiles import load_profile
-            from toolkit.scan import scan_folder
-            from toolkit.validate import validate_manifest
+            from toolkit.check import check_folder
 
-            rules = load_profile(data.profile)
-            result = validate_manifest(scan_folder(data.root, options=rules.scan_options()), rules)
-            self._validated[data.name] = result.manifest
+            self._validated[data.name] = check_folder(data.root, data.profile).manifest
         return self._validated[data.name]
 
     def remember(self, data: DataSet, manifest: Any) -> None:

@@ -72,43 +72,34 @@ def run_engine(engine: str, workers: int, data: Path, profile: Path, out: Path) 
     """Validate `data` in this process with one engine; figures as a dict."""
     import resource
 
+    from toolkit.check import DaskEngine, check_folder
     from toolkit.profiles import load_profile
 
     rules = load_profile(str(profile))
     started = time.perf_counter()
     if engine == "local":
-        from toolkit.manifest import write_manifest
-        from toolkit.scan import scan_folder
-        from toolkit.validate import validate_manifest
-
-        manifest = scan_folder(data, jobs=workers, options=rules.scan_options())
-        scanned = time.perf_counter()
-        result = validate_manifest(manifest, rules)
-        validated = time.perf_counter()
-        write_manifest(result.manifest, out)
-        steps = {"scan": scanned - started, "validate": validated - scanned}
-        steps["write"] = time.perf_counter() - validated
+        result = check_folder(data, rules, jobs=workers, out=out)
+        steps = {"scan": result.seconds["scan"], "validate": result.seconds["validate"]}
+        steps["write"] = time.perf_counter() - started - sum(steps.values())
         n_files, worker_mb = (
             len(result.manifest),
             [resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024],
         )
     else:
-        from toolkit.cluster import (
-            ClusterOptions,
-            connect,
-            validate_cluster,
-            write_partitioned_manifest,
-        )
+        from toolkit.cluster import ClusterOptions, connect
 
+        # a cluster of our own, joined by address: its workers' memory is read before it stops
         with connect(ClusterOptions(n_workers=workers)) as client:
             up = time.perf_counter()
-            found = validate_cluster(client, data, rules)
-            validated = time.perf_counter()
-            write_partitioned_manifest(found, out)
-            steps = {"cluster_start": up - started, **found.seconds}
-            steps["write"] = time.perf_counter() - validated
+            on_dask = DaskEngine(scheduler=client.scheduler.address)
+            result = check_folder(data, rules, engine=on_dask, out=out)
+            steps = {"cluster_start": up - started}
+            steps.update(
+                (k.removeprefix("dask_"), v) for k, v in result.seconds.items() if "dask_" in k
+            )
+            steps["write"] = result.seconds["write"]
             worker_mb = sorted(client.run(_peak_rss_mb).values())
-            n_files = found.validation.counts.n_files if found.validation.counts else 0
+            n_files = result.counts.n_files if result.counts else 0
     seconds = time.perf_counter() - started
     return {
         "engine": engine,

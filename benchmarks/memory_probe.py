@@ -46,7 +46,9 @@ def current_rss_bytes() -> int:
 
 
 def probe_scan(data: Path, out: Path, profile: str) -> dict:
-    """Scan and validate `data` with every core; the manifest is written to `out`."""
+    """Scan and validate `data` with every core; the manifest is written to `out`.
+
+    Not toolkit.check.check_folder: the probe reads the peak memory between the two steps."""
     from toolkit.manifest import write_manifest
     from toolkit.profiles import load_profile
     from toolkit.scan import scan_folder

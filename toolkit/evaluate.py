@@ -48,22 +48,17 @@ def evaluate_run(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Scan and validate `data` with the run's profile (or `profile`), score what passed."""
+    from toolkit.check import check_folder
     from toolkit.manifest import normalise_manifest
     from toolkit.profiles import load_profile
-    from toolkit.scan import scan_folder
-    from toolkit.validate import validate_manifest
 
     run = load_run(folder)
     rules = load_profile(profile or run.config.get("profile", {}).get("spec") or None)
     frames = []
     for root in data:
-        manifest = scan_folder(
-            root,
-            jobs=jobs,
-            options=rules.scan_options(detect_faces=run.spec.crop_faces),
-            progress=progress,
-        )
-        checked = validate_manifest(manifest, rules).manifest
+        checked = check_folder(
+            root, rules, jobs=jobs, detect_faces=run.spec.crop_faces, progress=progress
+        ).manifest
         checked["root"] = str(Path(root).resolve())
         frames.append(checked)
     merged = normalise_manifest(pd.concat(frames, ignore_index=True))
