@@ -2,7 +2,8 @@
 
 The cases run through `validate_manifest` (pandera for file rules, Great Expectations for
 dataset rules), so they check the rule, its threshold, its comparison and the plumbing.
-A rule added to the registry without both kinds of case fails `test_every_rule_has_cases`.
+A rule added to the registry without both kinds of case fails
+`test_every_rule_has_a_passing_and_a_failing_case`; each case's id starts with its rule's name.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def _findings(case: Case) -> list[str]:
     return sorted(f.path for f in result.findings if f.rule == case.rule.name)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.rule.name}: {c.id}" for c in CASES])
 def test_rule_case(case: Case) -> None:
     assert _findings(case) == sorted(case.flagged)
 

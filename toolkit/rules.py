@@ -10,7 +10,10 @@ Two kinds, by what runs them (validate.py):
   has one row per file (`per_file = True`), flagged files are rejected like a FileRule's.
 
 Spelling is one everywhere: class `MinFileBytes` <-> rule `"min_file_bytes"` <-> profile key
-`[rules.min_file_bytes]` <-> report key <-> tests `test_min_file_bytes_*`. Thresholds live in
+`[rules.min_file_bytes]` <-> report key <-> its cases in tests/test_rules.py, whose ids start
+with the rule's name (`pytest tests/test_rules.py -k min_file_bytes`); a rule without a passing
+and a failing case there fails `test_every_rule_has_a_passing_and_a_failing_case`, and
+tests/test_rule_contract.py runs every rule through both engines. Thresholds live in
 profiles (validations/profiles), never here: the values below are only defaults. What a
 profile may set them to is declared here, beside each parameter (`Between`, `OneOf` in its
 `Annotated` type); profiles.py refuses anything else when the profile loads.
