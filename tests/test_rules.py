@@ -17,7 +17,7 @@ import pytest
 
 from toolkit.manifest import SCAN_COLUMNS, normalise_manifest
 from toolkit.profiles import Profile
-from toolkit.rules import REGISTRY, Rule, content_groups
+from toolkit.rules import REGISTRY, Rule
 from toolkit.validate import validate_manifest
 
 _rng = np.random.default_rng(7)
@@ -223,13 +223,3 @@ def test_warning_dataset_rule_does_not_fail_the_verdict() -> None:
     profile = Profile("test", "", (R["min_classes"](min_classes=3, severity="warning"),), "t")
     result = validate_manifest(frame(clean()), profile)
     assert result.passed and [f.rule for f in result.findings] == ["min_classes"]
-
-
-def test_content_groups_chain_near_hashes_and_scale_past_quadratic() -> None:
-    base = _PHASHES[0]
-    rows = [row(0), row(1, phash=flip_bit(base, 1)), row(2, phash=flip_bit(base, 2)), row(3)]
-    groups = content_groups(frame(rows), max_phash_distance=1)
-    assert groups[0] == groups[1] == groups[2] != groups[3]
-    many = frame([row(i % 200, path=f"happy/{i}.jpg", sha256=f"{i:064x}") for i in range(5000)])
-    groups = content_groups(many, max_phash_distance=4)
-    assert groups.nunique() == 200  # the 200 distinct hashes, each repeated 25 times

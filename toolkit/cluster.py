@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import DataRootError, UsageError
+from toolkit.groups import phash_bands, phash_values
 from toolkit.manifest import (
     ACCEPTED,
     MANIFEST_PARQUET,
@@ -53,7 +54,6 @@ from toolkit.manifest import (
 )
 from toolkit.outputs import replace_output
 from toolkit.profiles import Profile
-from toolkit.rules import phash_bands, phash_values
 from toolkit.scan import FileScanner, ScanOptions, list_class_folders, list_entries
 from toolkit.validate import (
     DatasetCounts,

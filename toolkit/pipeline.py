@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import RecordError, UsageError, processing
+from toolkit.groups import NEAR_PHASH_DISTANCE, content_groups
 from toolkit.images import UPRIGHT, decode_turn, flatten_reduced, upright
 from toolkit.manifest import ACCEPTED
 from toolkit.manifest import MANIFEST_PARQUET as MANIFEST
@@ -40,7 +41,6 @@ from toolkit.paths import (
     relative_problem,
     root_problem,
 )
-from toolkit.rules import content_groups
 from toolkit.text import escape_controls
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def split_manifest(
     ratios: Sequence[float] = DEFAULT_RATIOS,
     *,
     seed: int = 0,
-    max_phash_distance: int | None = 4,
+    max_phash_distance: int | None = NEAR_PHASH_DISTANCE,
 ) -> pd.DataFrame:
     """Add a `split` column: train/validation/test for accepted rows, <NA> for the rest.
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from toolkit.groups import NEAR_PHASH_DISTANCE, content_groups
 from toolkit.manifest import DATASET_PATH
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class OneOf:
 ImageFormat = Annotated[str, OneOf(IMAGE_FORMATS)]
 #: Bits two perceptual hashes (64 bits) may differ in and still count as one picture. Above a
 #: quarter of the bits it stops meaning "the same picture" (unrelated pictures differ in about
-#: half), and the band search in `content_groups` compares nearly every pair.
+#: half), and the band search in `toolkit.groups` compares nearly every pair.
 PhashDistance = Annotated[int, Between(0, 16)]
 
 
@@ -501,77 +502,6 @@ def _gxe() -> Any:
     return expectations()
 
 
-def phash_values(hashes: Iterable[str]) -> np.ndarray:
-    """Hex perceptual hashes as unsigned 64-bit integers."""
-    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
-
-
-def phash_bands(values: np.ndarray, max_distance: int) -> list[np.ndarray]:
-    """The hashes cut into max_distance + 1 bands of bits, one key array per band: two hashes
-    within max_distance bits agree on at least one band (pigeonhole)."""
-    n_bands = max_distance + 1
-    width = -(-64 // n_bands)
-    keys = []
-    for band in range(n_bands):
-        shift = np.uint64(band * width)
-        mask = np.uint64((1 << min(width, 64 - band * width)) - 1)
-        keys.append((values >> shift) & mask)
-    return keys
-
-
-def content_groups(manifest: pd.DataFrame, max_phash_distance: int | None) -> pd.Series:
-    """Group id per row: same sha256, or (when a distance is given) perceptual hashes that
-    differ in at most that many bits, chained. Rows without a hash get <NA>.
-
-    Near pairs are found by the pigeonhole principle: split the 64-bit hash into
-    distance+1 bands; two hashes within the distance agree on at least one band. Only
-    rows sharing a band are compared, so this stays far from quadratic on real sets.
-    """
-    n = len(manifest)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-
-    positions = np.arange(n)
-    has_sha = manifest["sha256"].notna().to_numpy()
-    # same bytes: every row points at the first row with its hash (a valid union-find state:
-    # the first is the smallest position, and points at itself)
-    codes, _ = pd.factorize(manifest["sha256"].to_numpy(dtype=object)[has_sha])
-    _, first = np.unique(codes, return_index=True)
-    parent[has_sha] = positions[has_sha][first[codes]]
-
-    if max_phash_distance is not None:
-        ph = manifest["phash"]
-        rows = positions[ph.notna().to_numpy()]
-        values = phash_values(ph.dropna())
-        for keys in phash_bands(values, max_phash_distance):
-            order = np.argsort(keys, kind="stable")
-            sorted_keys = keys[order]
-            starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-            ends = np.r_[starts[1:], len(order)]
-            for s, e in zip(starts, ends, strict=True):
-                if e - s < 2:
-                    continue
-                idx = order[s:e]
-                block = values[idx]
-                dist = np.bitwise_count(block[:, None] ^ block[None, :])
-                for a, b in zip(*np.nonzero(np.triu(dist <= max_phash_distance, 1)), strict=True):
-                    union(rows[idx[a]], rows[idx[b]])
-
-    roots = np.array([find(i) for i in range(n)])
-    hashed = has_sha | manifest["phash"].notna().to_numpy()
-    return pd.Series(np.where(hashed, roots, -1), index=manifest.index).replace(-1, pd.NA)
-
-
 @register
 @dataclass(frozen=True)
 class LabelConflict(DatasetRule):
@@ -719,7 +649,7 @@ class NearDuplicate(_CopyRule):
     prefix: ClassVar[str] = "near"
     uses_phash: ClassVar[bool] = True
     severity: str = "warning"
-    max_phash_distance: PhashDistance = 4
+    max_phash_distance: PhashDistance = NEAR_PHASH_DISTANCE
 
     def _phash_distance(self) -> int | None:
         return self.max_phash_distance
