@@ -41,6 +41,7 @@ from toolkit.paths import (
     relative_problem,
     root_problem,
 )
+from toolkit.scan import DEFAULT_MAX_DECODE_PIXELS
 from toolkit.text import escape_controls
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ SPLITS = ("train", "validation", "test")
 DEFAULT_RATIOS = (0.7, 0.2, 0.1)  # the tutorial's train/val/test shares
 #: Past this many bytes of decoded pixels the cache lives in a .npy file, not in memory.
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
-#: A file declaring more pixels than this is never decoded (decompression bombs).
-MAX_DECODE_PIXELS = 100_000_000
+#: A file declaring more pixels than this is never decoded (decompression bombs): the
+#: scan's limit (a profile's `max_pixels` moves the scan's, not yet this one).
+MAX_DECODE_PIXELS = DEFAULT_MAX_DECODE_PIXELS
 
 
 @dataclass

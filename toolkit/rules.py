@@ -33,6 +33,7 @@ import pandas as pd
 
 from toolkit.groups import NEAR_PHASH_DISTANCE, content_groups
 from toolkit.manifest import DATASET_PATH
+from toolkit.scan import DEFAULT_MAX_DECODE_PIXELS
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -417,7 +418,7 @@ class MaxPixels(FileRule):
 
     name: ClassVar[str] = "max_pixels"
     #: at least one pixel: 0 would reject every file
-    max_pixels: Annotated[int, Between(1)] = 100_000_000
+    max_pixels: Annotated[int, Between(1)] = DEFAULT_MAX_DECODE_PIXELS
 
     @property
     def rule(self) -> str:

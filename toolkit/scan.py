@@ -37,7 +37,9 @@ from toolkit.text import escape_controls
 log = logging.getLogger(__name__)
 
 #: Images declaring more pixels than this are not decoded by the scan (decompression bombs);
-#: the `max_pixels` rule then rejects them by their header alone.
+#: the `max_pixels` rule then rejects them by their header alone. The one home of the limit:
+#: it is that rule's default, and a profile's `max_pixels` moves the scan's limit with it
+#: (`Profile.scan_options`).
 DEFAULT_MAX_DECODE_PIXELS = 100_000_000
 #: Files larger than this are hashed in chunks and never held in memory whole.
 READ_WHOLE_BYTES = 64 * 1024 * 1024
