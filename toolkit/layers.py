@@ -11,7 +11,7 @@ mostly bookkeeping between tiny ops (docs/model-quality.md, "Faster steps").
   and one pointwise map, where the six Keras layers resample three times.
 
 Importing this module registers both with Keras, so a saved model loads in safe mode
-(`toolkit.train`, `toolkit.evaluate` import it before loading).
+(`toolkit.runs.load_model` imports it before loading).
 """
 
 from __future__ import annotations
