@@ -187,7 +187,7 @@ def test_default_model_is_more_accurate_and_reaches_its_accuracy_sooner(
 
     data, unseen = datasets.get("fer2013/train"), datasets.get("fer2013/test")
     manifest = first_per_class(datasets.validated(data), TRAIN_PER_CLASS)
-    profile = load_profile(data.profile).as_dict()
+    profile = load_profile(data.profile)
     runs = {}
     for name in MODELS:
         clock = epoch_clock()

@@ -87,7 +87,7 @@ def probe_train(manifest_dir: Path, out: Path) -> dict:
         manifest,
         out,
         TrainOptions(model="default", epochs=1, seed=0),
-        profile=load_profile(str(manifest.attrs.get("profile") or "small-faces")).as_dict(),
+        profile=load_profile(str(manifest.attrs.get("profile") or "small-faces")),
     )
     from toolkit.models import get_recipe
 

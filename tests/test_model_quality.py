@@ -42,7 +42,7 @@ def _train(data: Path, out: Path, model: str, epochs: int) -> None:
         merge_manifests([checked]),
         out,
         TrainOptions(model=model, epochs=epochs),
-        profile=load_profile("small-faces").as_dict(),
+        profile=load_profile("small-faces"),
     )
 
 

@@ -318,7 +318,57 @@ def test_too_few_files_for_a_validation_split_stop_training(tmp_path: Path) -> N
         train_model(checked, tmp_path / "run", TrainOptions(ratios=(0.9, 0.1, 0.0)))
 
 
+def test_run_json_records_the_profile_as_plain_data_and_each_folders_spec(
+    trained: dict[str, Path],
+) -> None:
+    from toolkit.profiles import load_profile
+
+    config = json.loads((trained["run"] / "run.json").read_text())
+    spec = str(trained["profile"])
+    expected = {**load_profile(spec).as_dict(), "specs": [spec]}
+    assert config["profile"] == json.loads(json.dumps(expected))  # tuples read back as lists
+
+
 # ----------------------------------------------------------------------------- units
+
+
+def _near_copies(n_per_class: int) -> pd.DataFrame:
+    """Accepted rows whose perceptual hashes all lie within 2 bits of one another."""
+    from toolkit.manifest import normalise_manifest
+
+    base = 0x0123456789ABCDEF
+    rows = [
+        {"path": f"{label}/{i:04d}.jpg", "label": label, "sha256": f"{label}{i}".ljust(64, "0"),
+         "phash": f"{base ^ (1 << (i % 64)):016x}", "status": "accepted"}
+        for label in ("happy", "sad") for i in range(n_per_class)
+    ]  # fmt: skip
+    return normalise_manifest(pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize(
+    ("near", "n_splits"),
+    [("max_phash_distance = 0", 3), ("max_phash_distance = 4", 1), ('severity = "off"', 1)],
+    ids=[
+        "at the profile's distance 0 only equal hashes group, so the rows spread over 3 splits",
+        "at the profile's distance 4 the near copies are one group, in one split",
+        "with near_duplicate off the rule's default distance still groups them",
+    ],
+)
+def test_the_split_groups_near_copies_at_the_profiles_distance(
+    tmp_path: Path, near: str, n_splits: int
+) -> None:
+    from toolkit.profiles import load_profile
+    from toolkit.train import plan_run
+
+    path = tmp_path / "p.toml"
+    path.write_text(f'extends = "tutorial"\n[rules.near_duplicate]\n{near}\n', encoding="utf-8")
+    profile = load_profile(path)
+    if n_splits == 1:
+        with pytest.raises(TrainingError, match="split is empty"):
+            plan_run(_near_copies(100), tmp_path / "run", TrainOptions(), profile=profile)
+        return
+    plan = plan_run(_near_copies(100), tmp_path / "run", TrainOptions(), profile=profile)
+    assert plan.manifest["split"].nunique() == n_splits
 
 
 def test_the_seed_model_is_the_tutorials_network() -> None:

@@ -269,12 +269,12 @@ def train(
         frames = [_validated(p, spec, jobs) for p, spec in zip(sources, profiles, strict=True)]
     from toolkit.profiles import load_profile
 
-    first = load_profile(profiles[0]).as_dict()
     result = train_model(
         merge_manifests(frames),
         out,
         options,
-        profile={**first, "specs": profiles},
+        profile=load_profile(profiles[0]),
+        profile_specs=profiles,
         command=_command_line(),
         jobs=jobs,
         progress=True,

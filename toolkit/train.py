@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ import pandas as pd
 
 from toolkit import __version__
 from toolkit.errors import RecordError, TrainingError, UsageError
+from toolkit.groups import NEAR_PHASH_DISTANCE
 from toolkit.manifest import ACCEPTED, normalise_manifest, read_manifest, write_manifest
 from toolkit.models import InputSpec, ModelRecipe, get_recipe
 from toolkit.pipeline import (
@@ -48,6 +49,8 @@ from toolkit.pipeline import (
     make_dataset,
     split_manifest,
 )
+from toolkit.profiles import Profile
+from toolkit.rules import NearDuplicate
 from toolkit.runs import (
     BEST_WEIGHTS,
     CACHE,
@@ -240,7 +243,8 @@ def train_model(
     out: Path,
     options: TrainOptions = TrainOptions(),
     *,
-    profile: dict[str, Any] | None = None,
+    profile: Profile | None = None,
+    profile_specs: Sequence[str] | None = None,
     resume: bool = False,
     command: str = "",
     jobs: int | None = None,
@@ -250,12 +254,16 @@ def train_model(
     """Split, decode, fit with early stopping and checkpoints, score the test split.
 
     The steps, in order: plan, decode, fit, calibrate and score, write the run.
-    `callbacks` are extra Keras callbacks (the run's own come first).
+    `profile` is the one the data was validated with (its near-duplicate distance groups the
+    split); run.json records it, with `profile_specs` (each data folder's, as given) when
+    given. `callbacks` are extra Keras callbacks (the run's own come first).
     """
     started = time.perf_counter()
     plan = plan_run(manifest, Path(out), options, profile=profile, resume=resume)
     strategy = make_strategy(plan.options.strategy)
-    record = _run_record(plan, strategy, profile=profile, command=command)
+    record = _run_record(
+        plan, strategy, profile=profile, profile_specs=profile_specs, command=command
+    )
     # the run folder (or this worker's own); a run that dies says so in its run.json
     with worker_folder(plan.out, plan.worker) as folder, failure_recorded(folder):
         _start_run(plan, folder, record)
@@ -272,7 +280,7 @@ def plan_run(
     out: Path,
     options: TrainOptions,
     *,
-    profile: dict[str, Any] | None = None,
+    profile: Profile | None = None,
     resume: bool = False,
 ) -> Plan:
     """Plan: the options (a resumed run's own), the split, and what will be trained. Every
@@ -318,7 +326,12 @@ def plan_run(
 
 
 def _run_record(
-    plan: Plan, strategy: Any, *, profile: dict[str, Any] | None, command: str
+    plan: Plan,
+    strategy: Any,
+    *,
+    profile: Profile | None,
+    profile_specs: Sequence[str] | None,
+    command: str,
 ) -> dict[str, Any]:
     """run.json as training starts: what the run is, and where and how it trains."""
     options, recipe = plan.options, plan.recipe
@@ -338,7 +351,7 @@ def _run_record(
         "split_counts": plan.counts,
         "replicas": int(strategy.num_replicas_in_sync),
         "workers": plan.worker.count,
-        "profile": profile or {},
+        "profile": _profile_record(profile, profile_specs),
         "roots": plan.manifest.attrs.get("roots") or [plan.manifest.attrs.get("root")],
         "versions": _versions(),
     }
@@ -436,11 +449,21 @@ def write_run(
     )
 
 
-def _near_distance(profile: dict[str, Any] | None) -> int:
-    """Near duplicates stay together in one split, at the profile's distance (default 4)."""
-    rules = (profile or {}).get("rules", {})
-    near = rules.get("near_duplicate", {}).get("max_phash_distance")
-    return 4 if near is None else int(near)
+def _profile_record(profile: Profile | None, specs: Sequence[str] | None) -> dict[str, Any]:
+    """run.json's `profile`: the profile as plain data, and each data folder's spec."""
+    if profile is None:
+        return {}
+    record = profile.as_dict()
+    if specs is not None:
+        record["specs"] = list(specs)
+    return record
+
+
+def _near_distance(profile: Profile | None) -> int:
+    """Near duplicates stay together in one split, at the profile's `near_duplicate` distance
+    (the rule's default where the profile has none)."""
+    near = [r for r in (profile.rules if profile else ()) if isinstance(r, NearDuplicate)]
+    return near[0].max_phash_distance if near else NEAR_PHASH_DISTANCE
 
 
 def _resume_state(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
