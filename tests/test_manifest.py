@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolkit.errors import ManifestError, RecordError
-from toolkit.manifest import COLUMNS, atomic_write_text, read_manifest, write_manifest
-from toolkit.paths import relative_problem
+from toolkit.manifest import COLUMNS, read_manifest, write_manifest
+from toolkit.paths import atomic_write_text, relative_problem
 from toolkit.scan import scan_folder
 
 
@@ -48,7 +48,7 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> 
     class Boom(Exception):
         pass
 
-    from toolkit.manifest import atomic_write
+    from toolkit.paths import atomic_write
 
     def half(fh: object) -> None:
         fh.write("half")  # type: ignore[attr-defined]

@@ -143,3 +143,16 @@ def test_an_accepted_path_always_stays_inside_its_root(tmp_path: Path, rel: str)
     if inside_problem(root, rel) is None:
         joined = os.path.realpath(root / rel)
         assert os.path.commonpath([os.path.realpath(root), joined]) == os.path.realpath(root)
+
+
+def test_atomic_write_json_writes_indented_utf8_with_one_trailing_newline(tmp_path: Path) -> None:
+    """The one JSON writer (report.json, run.json, metrics.json, quarantine.json) writes the
+    bytes each of them wrote before it."""
+    from toolkit.paths import atomic_write_json
+
+    target = tmp_path / "record.json"
+    atomic_write_json(target, {"path": "happy/émoji😀.jpg", "n": 2, "where": Path("a/b")})
+    assert target.read_bytes() == (
+        '{\n  "path": "happy/émoji😀.jpg",\n  "n": 2,\n  "where": "a/b"\n}\n'.encode()
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name != "record.json"]  # no temp file left

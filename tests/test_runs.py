@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolkit.errors import ManifestError, RecordError, processing
+from toolkit.paths import atomic_write_json
 from toolkit.runs import (
     CHECKPOINTS,
     FAILED,
@@ -28,7 +29,6 @@ from toolkit.runs import (
     read_history,
     read_run_config,
     record_finished,
-    write_json,
 )
 
 
@@ -47,7 +47,7 @@ def _record(**changes: object) -> dict[str, object]:
 
 def test_a_written_record_reads_back_unchanged_with_its_keys_in_order(tmp_path: Path) -> None:
     record = _record(labels=["happy", "sad", "ünïcode"], temperature=1.5)
-    write_json(tmp_path / RUN_JSON, record)
+    atomic_write_json(tmp_path / RUN_JSON, record)
     text = (tmp_path / RUN_JSON).read_text(encoding="utf-8")
     assert text == json.dumps(record, indent=2, ensure_ascii=False) + "\n"  # readable by eye
     assert list(read_run_config(tmp_path)) == list(record)
@@ -76,7 +76,7 @@ def test_any_record_training_could_write_reads_back_as_written(
     tmp_path: Path, labels: list[str], size: int
 ) -> None:
     record = _record(labels=labels, input={"size": size, "channels": 1})
-    write_json(tmp_path / RUN_JSON, record)
+    atomic_write_json(tmp_path / RUN_JSON, record)
     assert read_run_config(tmp_path) == record
 
 
@@ -113,7 +113,7 @@ def test_a_folder_without_run_json_is_not_a_run(tmp_path: Path) -> None:
 def test_an_edited_record_is_refused_naming_its_key(
     tmp_path: Path, changes: dict[str, object], key: str
 ) -> None:
-    write_json(tmp_path / RUN_JSON, _record(**changes))
+    atomic_write_json(tmp_path / RUN_JSON, _record(**changes))
     with pytest.raises(RecordError) as caught:
         read_run_config(tmp_path)
     assert caught.value.key == key
@@ -133,7 +133,7 @@ def test_an_unreadable_record_is_refused_whole(tmp_path: Path, content: bytes) -
 
 
 def test_a_run_that_dies_is_marked_failed_with_its_error_and_file(tmp_path: Path) -> None:
-    write_json(tmp_path / RUN_JSON, _record())
+    atomic_write_json(tmp_path / RUN_JSON, _record())
     with pytest.raises(ValueError), failure_recorded(tmp_path), processing("sad/x.png"):
         raise ValueError("bad pixels")
     record = json.loads((tmp_path / RUN_JSON).read_text(encoding="utf-8"))

@@ -10,16 +10,15 @@ import json
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
 from toolkit.errors import ManifestError, OutputError, RecordError
 from toolkit.paths import (
     NotRegularFileError,
+    atomic_write,
     check_record_paths,
     file_kind,
     open_regular,
@@ -295,38 +294,3 @@ def _check_columns(table: Any, path: Path) -> None:
             why = root_problem(root, must_exist=False)
             if why is not None:
                 raise RecordError(path, "root", why)
-
-
-def atomic_write(target: Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> None:
-    """Write `target` through a temporary file beside it, renamed into place when complete.
-
-    A crash mid-write leaves the previous file (or none), never half a file.
-    """
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(
-            fd, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})
-        ) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give the usual mode
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only way to read it; done once, at import
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    """Write a text file atomically (UTF-8)."""
-    atomic_write(target, lambda fh: fh.write(text))

@@ -6,16 +6,21 @@ edited it, so it must be a plain relative path that, joined to its root with sym
 followed, stays inside that root. And a path that should name a file is opened without
 blocking and checked through the opened descriptor, so a FIFO, socket, device or folder
 put where a file was becomes an error naming what it is, never a read that waits forever.
+
+And every file the toolkit writes (manifest, report, run folder, quarantine record) is
+written whole or not at all: `atomic_write` and the text and JSON writers built on it.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 from toolkit.errors import RecordError
 
@@ -174,3 +179,47 @@ def _describe(value: object) -> str:
     if value is None or type(value).__name__ == "NAType" or value != value:  # None, <NA>, NaN
         return "nothing (null)"
     return f"{type(value).__name__} {repr(value)[:60]}"
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def atomic_write(target: Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> None:
+    """Write `target` through a temporary file beside it, renamed into place when complete.
+
+    A crash mid-write leaves the previous file (or none), never half a file.
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(
+            fd, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})
+        ) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give the usual mode
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write a text file atomically (UTF-8)."""
+    atomic_write(target, lambda fh: fh.write(text))
+
+
+def atomic_write_json(target: Path, data: Any) -> None:
+    """Write a JSON file atomically: indented, non-ASCII text as UTF-8 (not escaped), one
+    trailing newline; what JSON cannot hold (a date, a path) is written as its text."""
+    atomic_write_text(target, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import QuarantineError, RecordError, processing
-from toolkit.manifest import REJECTED, atomic_write_text, read_manifest
+from toolkit.manifest import REJECTED, read_manifest
 from toolkit.outputs import check_output
 from toolkit.paths import (
     NotRegularFileError,
+    atomic_write_json,
     file_kind,
     inside_problem,
     open_regular,
@@ -79,7 +80,7 @@ def quarantine_rejected(run_dir: Path, into: Path) -> QuarantineRecord:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": entries,
     }
-    _save(record_path, record)  # the plan is on disk before the first file moves
+    atomic_write_json(record_path, record)  # the plan is on disk before the first file moves
     _move_all(record, record_path, entries, root, into, moved=True)
     return QuarantineRecord(record_path, len(entries), skipped)
 
@@ -194,7 +195,7 @@ def _move_all(
             dst.parent.mkdir(parents=True, exist_ok=True)
             _move_verified(src, dst, entry["sha256"])
         entry["moved"] = moved
-        _save(record_path, record)
+        atomic_write_json(record_path, record)
 
 
 def _move_verified(src: Path, dst: Path, sha256: str) -> None:
@@ -220,7 +221,3 @@ def _move_verified(src: Path, dst: Path, sha256: str) -> None:
 def _sha256(path: Path) -> str:
     with open_regular(path) as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _save(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")

@@ -25,9 +25,15 @@ from typing import Any
 import pandas as pd
 
 from toolkit.errors import ManifestError, RecordError, processed_path
-from toolkit.manifest import atomic_write, atomic_write_text
 from toolkit.models import InputSpec
-from toolkit.paths import file_kind, inside_problem, open_regular, read_regular
+from toolkit.paths import (
+    atomic_write,
+    atomic_write_json,
+    file_kind,
+    inside_problem,
+    open_regular,
+    read_regular,
+)
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +228,6 @@ def read_history(folder: Path) -> dict[str, list[float]]:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_json(target: Path, data: dict[str, Any]) -> None:
-    """run.json or metrics.json, indented, written whole or not at all."""
-    atomic_write_text(target, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
 def write_model(model: Any, folder: Path) -> Path:
     """model.keras via a temporary file renamed into place: never half a model."""
     target = folder / MODEL_FILE
@@ -244,7 +245,7 @@ def record_finished(folder: Path, record: dict[str, Any], **facts: Any) -> None:
     record.update(
         status=FINISHED, finished_at=datetime.now(UTC).isoformat(timespec="seconds"), **facts
     )
-    write_json(folder / RUN_JSON, record)
+    atomic_write_json(folder / RUN_JSON, record)
 
 
 @contextmanager
@@ -265,7 +266,7 @@ def failure_recorded(folder: Path) -> Iterator[None]:
                 error=error,
                 failed_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-            write_json(record_path, record)
+            atomic_write_json(record_path, record)
         except (OSError, ValueError, AttributeError) as unrecorded:  # absent, or unreadable
             log.debug("run.json not marked failed: %s", unrecorded)
         raise

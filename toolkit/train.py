@@ -38,6 +38,7 @@ from toolkit.errors import RecordError, TrainingError, UsageError
 from toolkit.groups import NEAR_PHASH_DISTANCE
 from toolkit.manifest import ACCEPTED, normalise_manifest, read_manifest, write_manifest
 from toolkit.models import InputSpec, ModelRecipe, get_recipe
+from toolkit.paths import atomic_write_json
 from toolkit.pipeline import (
     DEFAULT_MEMORY_BYTES,
     DEFAULT_RATIOS,
@@ -71,7 +72,6 @@ from toolkit.runs import (
     read_history,
     read_run_config,
     record_finished,
-    write_json,
     write_model,
 )
 from toolkit.scores import apply_temperature, fit_temperature, predict_proba, score_predictions
@@ -364,7 +364,7 @@ def _start_run(plan: Plan, folder: Path, record: dict[str, Any]) -> None:
         _seed_worker_folder(plan.out, folder)
     if not plan.resume:
         write_manifest(plan.manifest, folder)
-        write_json(folder / RUN_JSON, record)
+        atomic_write_json(folder / RUN_JSON, record)
 
 
 def decode_splits(
@@ -429,7 +429,7 @@ def write_run(
     finished (its temperature, epochs, seconds, the files left out); the cache goes."""
     diagnosis = diagnose_fit(history)
     metrics["diagnosis"] = diagnosis
-    write_json(folder / METRICS_JSON, metrics)
+    atomic_write_json(folder / METRICS_JSON, metrics)
     _plot(folder, history, metrics, plan.labels, plan.recipe.name)
 
     shutil.rmtree(folder / CACHE, ignore_errors=True)

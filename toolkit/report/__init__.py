@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from toolkit.manifest import RUN_ID_KEY, atomic_write_text
-from toolkit.paths import open_regular
+from toolkit.manifest import RUN_ID_KEY
+from toolkit.paths import atomic_write_json, open_regular
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -32,7 +31,7 @@ def write_report_json(report: dict[str, Any], out_dir: Path) -> Path:
     target = out_dir / REPORT_JSON
     if RUN_ID_KEY in report:
         report = {RUN_ID_KEY: report[RUN_ID_KEY], **report}
-    atomic_write_text(target, json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
+    atomic_write_json(target, report)
     return target
 
 

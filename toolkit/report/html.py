@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from toolkit.manifest import atomic_write_text
+from toolkit.paths import atomic_write_text
 from toolkit.report import REPORT_HTML
 from toolkit.report.charts import Chart, plot_classes, plot_dimensions, plot_file_sizes, shown
 from toolkit.report.thumbnails import Thumbnail, make_thumbnails

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.manifest import atomic_write
+from toolkit.paths import atomic_write
 from toolkit.report.charts import plain_text, png_bytes, shown
 
 
