@@ -5,16 +5,18 @@ the benchmarks, a Python user), and where it runs is an engine's business: `Loca
 scans with processes on this machine and judges one pandas manifest; `DaskEngine` does both
 on a Dask cluster (toolkit.cluster) and never holds the whole manifest in one process.
 Both judge with the same rules and the same table builders (toolkit.validate), so both give
-the same findings and verdict. Nothing here prints; the outputs guard and the staging of
-what is written stay with the caller (toolkit.outputs).
+the same findings and verdict. `check_into` also writes a check's outputs into OUT as one
+staged set (toolkit.outputs); the guard on OUT stays with the caller, before any work.
+Nothing here prints.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from toolkit.errors import UsageError
 from toolkit.profiles import Profile, load_profile
@@ -147,3 +149,94 @@ def check_folder(
     )
     result, seconds = chosen.check(str(root), rules, options)
     return replace(result, seconds=seconds)
+
+
+class HtmlWriter(Protocol):
+    """Renders report.html into a folder, returns its path: toolkit.report.html's
+    write_report_html, passed in by the caller, since rendering is a later stage."""
+
+    def __call__(
+        self, validation: Validation, report: dict[str, Any], out_dir: Path, *, jobs: int | None
+    ) -> Path:
+        """Write report.html into `out_dir`."""
+        ...
+
+
+@dataclass(frozen=True)
+class CheckedOutputs:
+    """What `check_into` left in OUT, at the paths they have once in place."""
+
+    validation: Validation
+    report: dict[str, Any]
+    report_json: Path
+    report_html: Path | None
+    data_docs: Path | None
+    #: report.html was asked for, but the engine kept the manifest on the cluster (too big)
+    html_skipped: bool
+    #: perf_counter() when the check ended (before the reports were written)
+    checked_at: float
+
+
+def check_into(
+    out: Path,
+    source: str,
+    profile: Profile | str,
+    engine: str | Engine = "local",
+    *,
+    jobs: int | None = None,
+    detect_faces: bool = True,
+    html: HtmlWriter | None = None,
+    data_docs: bool = False,
+    command: str = "",
+    progress: bool = False,
+) -> CheckedOutputs:
+    """`check_folder`, writing manifest, report.json, report.html (with `html`) and Data Docs
+    into OUT as one staged set (toolkit.outputs). The caller passes OUT through
+    `check_output` and `check_replaceable` before this starts any work."""
+    from toolkit.outputs import DATA_DOCS_DIR, new_run_id, staged_outputs
+    from toolkit.report import write_report_json
+
+    run_id = new_run_id()
+    report_html = docs = None
+    with staged_outputs(out, run_id) as staging:  # every output lands together, or none
+        result = check_folder(
+            source,
+            profile,
+            engine=engine,
+            jobs=jobs,
+            detect_faces=detect_faces,
+            progress=progress,
+            out=staging.folder,
+            run_id=run_id,
+        )
+        checked_at = time.perf_counter()
+        result.extra.update(
+            run_id=run_id,
+            command=command,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            seconds=dict(result.seconds),
+        )
+        report = result.to_report()
+        if html is not None and result.manifest is not None:
+            began = time.perf_counter()
+            report_html = html(result, report, staging.folder, jobs=jobs)
+            report["seconds"]["report"] = round(time.perf_counter() - began, 2)
+        if data_docs:
+            from toolkit.gx import write_data_docs
+
+            began = time.perf_counter()
+            docs = write_data_docs(
+                result.suite_results, staging.folder / DATA_DOCS_DIR, f"toolkit-validate-{run_id}"
+            )
+            staging.mark(docs.parent)
+            report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
+        report_json = write_report_json(report, staging.folder)
+    return CheckedOutputs(
+        validation=result,
+        report=report,
+        report_json=staging.final(report_json),
+        report_html=staging.final(report_html) if report_html else None,
+        data_docs=staging.final(docs) if docs else None,
+        html_skipped=html is not None and result.manifest is None,
+        checked_at=checked_at,
+    )

@@ -115,10 +115,14 @@ def validate(
 
     Exit code 0 when the dataset passes every blocking rule, 1 when it does not.
     """
-    from toolkit.check import engine_named
+    from toolkit.check import check_into, engine_named
     from toolkit.cluster import HTML_MAX_FILES
-    from toolkit.outputs import check_output, check_replaceable, write_validate_outputs
+    from toolkit.outputs import check_output, check_replaceable
     from toolkit.profiles import load_profile
+
+    render = None
+    if html:
+        from toolkit.report.html import write_report_html as render
 
     started = time.perf_counter()
     source = data if data is not None else str(_ensure_demo_data(DEMO_DIR))
@@ -127,14 +131,14 @@ def validate(
     out = out or RUNS_DIR / (_folder_name(source) or "data")
     check_output(out, [source])  # so does an output folder among the data, or a bad one
     check_replaceable(out)
-    written = write_validate_outputs(
+    written = check_into(
         out,
         source,
         rules,
         chosen,
         jobs=jobs,
         detect_faces=faces,
-        html=html,
+        html=render,
         data_docs=data_docs,
         command=_command_line(),
         progress=True,

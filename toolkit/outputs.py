@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from toolkit.errors import OutputError
 from toolkit.manifest import (
@@ -411,88 +410,3 @@ def read_run_id(folder: Path) -> str | None:
             "put them in place: run it again",
         )
     return next(iter(ids.values()), None)
-
-
-@dataclass(frozen=True)
-class ValidateOutputs:
-    """What `write_validate_outputs` left in OUT, at the paths they have once in place."""
-
-    validation: Any  # toolkit.validate.Validation
-    report: dict[str, Any]
-    report_json: Path
-    report_html: Path | None
-    data_docs: Path | None
-    #: report.html was asked for but the engine kept the manifest on the cluster (too big)
-    html_skipped: bool
-    #: perf_counter() when the check ended (before the reports were written)
-    checked_at: float
-
-
-def write_validate_outputs(
-    out: Path,
-    source: str,
-    profile: Any,
-    engine: Any,
-    *,
-    jobs: int | None = None,
-    detect_faces: bool = True,
-    html: bool = True,
-    data_docs: bool = False,
-    command: str = "",
-    progress: bool = False,
-) -> ValidateOutputs:
-    """Check `source` (toolkit.check) and write manifest, report.json, report.html and Data
-    Docs into OUT as one staged set. The caller has passed OUT through `check_output` and
-    `check_replaceable` before this starts any work."""
-    import time
-    from datetime import UTC, datetime
-
-    from toolkit.check import check_folder
-    from toolkit.report import write_report_json
-
-    run_id = new_run_id()
-    report_html = docs = None
-    with staged_outputs(out, run_id) as staging:  # every output lands together, or none
-        result = check_folder(
-            source,
-            profile,
-            engine=engine,
-            jobs=jobs,
-            detect_faces=detect_faces,
-            progress=progress,
-            out=staging.folder,
-            run_id=run_id,
-        )
-        checked_at = time.perf_counter()
-        result.extra.update(
-            run_id=run_id,
-            command=command,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            seconds=dict(result.seconds),
-        )
-        report = result.to_report()
-        if html and result.manifest is not None:
-            from toolkit.report.html import write_report_html
-
-            began = time.perf_counter()
-            report_html = write_report_html(result, report, staging.folder, jobs=jobs)
-            report["seconds"]["report"] = round(time.perf_counter() - began, 2)
-        if data_docs:
-            from toolkit.gx import write_data_docs
-
-            began = time.perf_counter()
-            docs = write_data_docs(
-                result.suite_results, staging.folder / DATA_DOCS_DIR, f"toolkit-validate-{run_id}"
-            )
-            staging.mark(docs.parent)
-            report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
-        report_json = write_report_json(report, staging.folder)
-    return ValidateOutputs(
-        validation=result,
-        report=report,
-        report_json=staging.final(report_json),
-        report_html=staging.final(report_html) if report_html else None,
-        data_docs=staging.final(docs) if docs else None,
-        html_skipped=html and result.manifest is None,
-        checked_at=checked_at,
-    )
