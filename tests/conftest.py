@@ -29,13 +29,14 @@ severity = "off"
 """
 
 
-@pytest.fixture(autouse=True)
-def _own_temp_folder(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each test gets its own system temp folder, so what a command leaves there on purpose
-    (a crash's traceback file, exit 3) is removed with the test's folders, not left in /tmp."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("systemp")))
+@pytest.fixture
+def crash_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system temp folder, for this test alone: where a crash's traceback file (exit 3)
+    is written, so a test that crashes a command on purpose leaves nothing in /tmp."""
+    folder = tmp_path / "systemp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 def shared_dataset(name: str) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,15 +34,6 @@ CRASH_LINE = re.compile(
     r"toolkit: internal error while (?P<where>.+?): RuntimeError: boom; "
     r"traceback written to (?P<file>\S+) \(rerun with --debug to print it\)"
 )
-
-
-@pytest.fixture
-def crash_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The system temp folder, for this test alone: where crash tracebacks are written."""
-    folder = tmp_path / "systemp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def boom(*args: Any, **kwargs: Any) -> Any:

@@ -569,7 +569,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
 
 
 def test_a_validation_that_dies_after_its_manifest_leaves_the_previous_set(
-    clean_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clean_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_dir: Path
 ) -> None:
     import toolkit.report
 
