@@ -7,8 +7,8 @@ metrics on the demo set, reduced to one JSON document of digests.
     diff before.json after.json        # no output: behaviour unchanged
 
 Only what differs between any two runs by design is left out: the run id, clocks and
-durations, the command line; and the folder it runs in is written as `<cwd>`, so two
-checkouts or two folders compare equal.
+durations, the command line; and the folder it runs in and the checkout it runs from are
+written as `<cwd>` and `<checkout>`, so two checkouts or two folders compare equal.
 """
 
 from __future__ import annotations
@@ -34,8 +34,16 @@ def _stable(value: Any) -> Any:
     if isinstance(value, list):
         return [_stable(v) for v in value]
     if isinstance(value, str):
-        return value.replace(os.getcwd(), "<cwd>")
+        return _places(value)
     return value
+
+
+def _places(text: str) -> str:
+    """`text` with the folder it ran in and the checkout it ran from named, not spelt out."""
+    import validations
+
+    checkout = str(Path(validations.__file__).resolve().parents[1])
+    return text.replace(checkout, "<checkout>").replace(os.getcwd(), "<cwd>")
 
 
 def _digest(value: Any) -> str:
@@ -49,7 +57,7 @@ def _manifest_digest(folder: Path) -> dict[str, Any]:
     frame = read_manifest(folder)
     buffer = io.StringIO()
     frame.drop(columns=[c for c in ("mtime_ns",) if c in frame]).to_csv(buffer, index=False)
-    table = buffer.getvalue().replace(os.getcwd(), "<cwd>")
+    table = _places(buffer.getvalue())
     attrs = {k: v for k, v in frame.attrs.items() if k not in VOLATILE}
     return {
         "rows": len(frame),
