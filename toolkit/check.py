@@ -116,9 +116,8 @@ class DaskEngine:
 
 def engine_named(name: str, *, scheduler: str | None = None, workers: int | None = None) -> Engine:
     """The engine behind an `--engine` name; cluster options only with the Dask engine."""
-    from toolkit.cluster import check_engine
-
-    check_engine(name)
+    if name not in ENGINES:
+        raise UsageError(f"unknown engine {name!r}: choose {' or '.join(ENGINES)}")
     if (scheduler or workers) and name != "dask":
         raise UsageError("--scheduler and --workers need --engine dask")
     return DaskEngine(scheduler, workers) if name == "dask" else LocalEngine()

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit.errors import DataRootError, UsageError
+from toolkit.errors import DataRootError
 from toolkit.groups import phash_bands, phash_values
 from toolkit.manifest import (
     ACCEPTED,
@@ -503,9 +503,3 @@ def validate_on_dask(
         "write": round(time.perf_counter() - validated, 2),
     }
     return result, seconds
-
-
-def check_engine(engine: str) -> None:
-    """Refuse an unknown --engine with the choices."""
-    if engine not in ("local", "dask"):
-        raise UsageError(f"unknown engine {engine!r}: choose local or dask")
