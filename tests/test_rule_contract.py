@@ -287,4 +287,3 @@ def test_a_new_dataset_rule_is_one_class_and_one_profile_line(
         assert "no two files hold the same bytes (toy)" in page  # its file cards
         assert "toy limit 3" in page  # its dataset-wide line
         assert "happy/original_copy.jpg" in page
-
