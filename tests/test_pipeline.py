@@ -405,6 +405,15 @@ def test_a_declared_bomb_is_never_decoded(tmp_path: Path) -> None:
         load_image(tmp_path / "bomb.png", _spec(8))
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"], ids=["a scanned jpeg", "a png"])
+def test_the_decode_limit_is_the_one_given(tmp_path: Path, fmt: str) -> None:
+    path = write_image(tmp_path / f"x.{fmt.lower()}", size=(40, 30), fmt=fmt)
+    row = _scanned(path)
+    assert load_image(path, _spec(8), row=row, max_pixels=40 * 30).shape == (8, 8, 3)
+    with pytest.raises(ImageProblem, match=r"declares 40x30 px, over the 1,199 px limit"):
+        load_image(path, _spec(8), row=row, max_pixels=40 * 30 - 1)
+
+
 def test_text_saved_as_jpg_is_a_decode_problem_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "fake.jpg").write_text("<html>404 not found</html>")
     with pytest.raises(Exception, match="cannot decode"):

@@ -345,6 +345,27 @@ def _near_copies(n_per_class: int) -> pd.DataFrame:
     return normalise_manifest(pd.DataFrame(rows))
 
 
+def test_training_decodes_up_to_the_profiles_max_pixels(tmp_path: Path) -> None:
+    from toolkit.manifest import normalise_manifest
+    from toolkit.profiles import load_profile
+    from toolkit.scan import DEFAULT_MAX_DECODE_PIXELS
+    from toolkit.train import plan_run
+
+    raised = tmp_path / "raised.toml"
+    raised.write_text('extends = "tutorial"\n[rules.max_pixels]\nmax_pixels = 200_000_000\n')
+    rng = np.random.default_rng(0)
+    rows = normalise_manifest(
+        pd.DataFrame(
+            {"path": f"{label}/{i:03d}.jpg", "label": label, "sha256": f"{label}{i}".ljust(64, "0"),
+             "phash": f"{int(rng.integers(0, 2**63)):016x}", "status": "accepted"}
+            for label in ("happy", "sad") for i in range(50)
+        )
+    )  # fmt: skip
+    plan = plan_run(rows, tmp_path / "a", TrainOptions(), profile=load_profile(raised))
+    assert plan.max_pixels == 200_000_000
+    assert plan_run(rows, tmp_path / "b", TrainOptions()).max_pixels == DEFAULT_MAX_DECODE_PIXELS
+
+
 @pytest.mark.parametrize(
     ("near", "n_splits"),
     [("max_phash_distance = 0", 3), ("max_phash_distance = 4", 1), ('severity = "off"', 1)],

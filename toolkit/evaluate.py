@@ -70,7 +70,10 @@ def evaluate_run(
             f"nothing to score in {', '.join(map(str, data))}: no accepted file has a label "
             f"the model knows ({', '.join(run.labels)})"
         )
-    decoded = decode_rows(known, run.spec, run.labels, jobs=jobs, progress=progress)
+    limit = rules.scan_options().max_decode_pixels
+    decoded = decode_rows(
+        known, run.spec, run.labels, max_pixels=limit, jobs=jobs, progress=progress
+    )
     proba = predict_proba(run, decoded)
     scores = score_predictions(decoded.labels, proba, run.labels)
     if run.spec.crop_faces:

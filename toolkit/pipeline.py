@@ -50,9 +50,6 @@ SPLITS = ("train", "validation", "test")
 DEFAULT_RATIOS = (0.7, 0.2, 0.1)  # the tutorial's train/val/test shares
 #: Past this many bytes of decoded pixels the cache lives in a .npy file, not in memory.
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
-#: A file declaring more pixels than this is never decoded (decompression bombs): the
-#: scan's limit (a profile's `max_pixels` moves the scan's, not yet this one).
-MAX_DECODE_PIXELS = DEFAULT_MAX_DECODE_PIXELS
 
 
 @dataclass
@@ -169,13 +166,15 @@ def decode_rows(
     root: Path | None = None,
     cache_file: Path | None = None,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
     jobs: int | None = None,
     progress: bool = False,
 ) -> DecodedImages:
     """Decode `rows` (manifest rows) into one uint8 array; unusable rows go to `.problems`.
 
     The root is the row's `root` column when it has one (several data folders trained
-    together), else `root`, else the manifest's `attrs["root"]`.
+    together), else `root`, else the manifest's `attrs["root"]`. A file declaring more than
+    `max_pixels` is never decoded (the profile's, as the scan's: `Profile.scan_options`).
     """
     default_root = Path(root or rows.attrs.get("root") or ".")
     check_paths(rows)
@@ -216,7 +215,7 @@ def decode_rows(
                 target = leads_outside(real_roots[base], str(path))
                 if target is not None:  # e.g. swapped for a symlink since the scan
                     raise ImageProblem(f"leads outside the data root, to {target}; not read")
-                buffer[i] = load_image(path, spec, row=row)
+                buffer[i] = load_image(path, spec, row=row, max_pixels=max_pixels)
             except ImageProblem as exc:
                 return i, str(exc)
         return i, None
@@ -250,11 +249,18 @@ class ImageProblem(Exception):
     """A file cannot be turned into model input; the message says why."""
 
 
-def load_image(path: Path, spec: InputSpec, *, row: pd.Series | None = None) -> np.ndarray:
+def load_image(
+    path: Path,
+    spec: InputSpec,
+    *,
+    row: pd.Series | None = None,
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+) -> np.ndarray:
     """One file -> a (size, size, channels) uint8 array, or ImageProblem saying why not.
 
     With a manifest `row`, the bytes must still hash to its sha256, and its face box (in
-    the file's stored pixels) is used when `spec.crop_faces`.
+    the file's stored pixels) is used when `spec.crop_faces`. A file declaring more than
+    `max_pixels` is not decoded (decompression bombs).
     """
     from PIL import Image
 
@@ -269,7 +275,7 @@ def load_image(path: Path, spec: InputSpec, *, row: pd.Series | None = None) -> 
         if hashlib.sha256(data).hexdigest() != expected:
             raise ImageProblem("changed since the scan: sha256 differs (validate again)")
         assert row is not None
-        pixels = _scanned_jpeg(data, row, spec)
+        pixels = _scanned_jpeg(data, row, spec, max_pixels)
         if pixels is not None:
             return pixels
 
@@ -279,9 +285,9 @@ def load_image(path: Path, spec: InputSpec, *, row: pd.Series | None = None) -> 
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
             width, height = img.size
-            if width * height > MAX_DECODE_PIXELS:
+            if width * height > max_pixels:
                 raise ImageProblem(
-                    f"declares {width}x{height} px, over the {MAX_DECODE_PIXELS:,} px limit"
+                    f"declares {width}x{height} px, over the {max_pixels:,} px limit"
                 )
             box = _face_box(row, width, height, spec) if spec.crop_faces else None
             return _to_array(img, spec, box)
@@ -333,7 +339,9 @@ def _draft_scale(width: int, height: int, want: tuple[int, int]) -> int:
     return next((a for a in (8, 4, 2) if fits >= a), 1)
 
 
-def _scanned_jpeg(data: bytes, row: pd.Series, spec: InputSpec) -> np.ndarray | None:
+def _scanned_jpeg(
+    data: bytes, row: pd.Series, spec: InputSpec, max_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+) -> np.ndarray | None:
     """A JPEG the scan described (these very bytes: the caller checked the sha256), decoded by
     OpenCV at the DCT scale Pillow's draft() would use; None where this path does not apply
     (not a plain RGB or greyscale JPEG, a row without the scan's columns, or OpenCV refusing
@@ -349,7 +357,7 @@ def _scanned_jpeg(data: bytes, row: pd.Series, spec: InputSpec) -> np.ndarray | 
         width, height = int(row["width_px"]), int(row["height_px"])
     except (KeyError, TypeError, ValueError):  # a manifest without the scan's columns
         return None
-    if width * height > MAX_DECODE_PIXELS:
+    if width * height > max_pixels:
         return None  # Pillow's path says why
     import cv2
 

@@ -74,6 +74,7 @@ from toolkit.runs import (
     record_finished,
     write_model,
 )
+from toolkit.scan import DEFAULT_MAX_DECODE_PIXELS
 from toolkit.scores import apply_temperature, fit_temperature, predict_proba, score_predictions
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,8 @@ class Plan:
     epochs: int
     worker: Worker
     resume: bool = False
+    #: files declaring more pixels are not decoded: the profile's limit, as the scan's
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS
 
 
 def train_model(
@@ -322,7 +325,14 @@ def plan_run(
                 f"accepted files are too few for ratios {list(options.ratios)}"
             )
     epochs = options.epochs or recipe.epochs
-    return Plan(out, options, manifest, recipe, spec, labels, counts, epochs, worker, resume)
+    max_pixels = (
+        profile.scan_options().max_decode_pixels
+        if profile is not None
+        else DEFAULT_MAX_DECODE_PIXELS
+    )
+    return Plan(
+        out, options, manifest, recipe, spec, labels, counts, epochs, worker, resume, max_pixels
+    )
 
 
 def _run_record(
@@ -381,6 +391,7 @@ def decode_splits(
             root=Path(manifest.attrs.get("root") or "."),
             cache_file=folder / CACHE / f"{split}.npy",
             memory_bytes=plan.options.memory_bytes,
+            max_pixels=plan.max_pixels,
             jobs=jobs,
             progress=progress,
         )
