@@ -9,8 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from toolkit.check import CheckOptions, Engine, LocalEngine, check_folder
-from toolkit.errors import UsageError
+from toolkit.check import (
+    CheckOptions,
+    Engine,
+    LocalEngine,
+    check_folder,
+    check_roots,
+    profiles_for,
+)
+from toolkit.errors import DatasetFailedError, UsageError
 from toolkit.manifest import manifest_run_id, read_manifest
 from toolkit.profiles import Profile, load_profile
 from toolkit.scan import scan_folder
@@ -80,3 +87,46 @@ def test_any_engine_gets_the_profiles_scan_options(clean_root: Path, tmp_path: P
     assert options.scan == profile.scan_options(detect_faces=False)
     assert options.scan != load_profile("tutorial").scan_options(detect_faces=False)
     assert result.seconds == {"recorded": 1.0} and len(result.manifest) == 8
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, ["tutorial", "tutorial"]),
+        (["scraped"], ["scraped", "scraped"]),
+        (["scraped", "small-faces"], ["scraped", "small-faces"]),
+    ],
+    ids=["none given: the default for each", "one for all", "one per folder"],
+)
+def test_each_training_folder_gets_its_profile(
+    given: list[str] | None, expected: list[str]
+) -> None:
+    assert profiles_for([Path("a"), Path("b")], given) == expected
+
+
+def test_three_profiles_for_two_folders_are_refused() -> None:
+    with pytest.raises(UsageError, match=r"one per data folder \(2\)"):
+        profiles_for([Path("a"), Path("b")], ["tutorial", "scraped", "small-faces"])
+
+
+def test_check_roots_hands_on_each_judged_manifest_with_its_root(
+    clean_root: Path, tiny_profile: Path
+) -> None:
+    heard: list[tuple[Path, bool, str]] = []
+    frames = check_roots(
+        [clean_root],
+        [str(tiny_profile)],
+        jobs=1,
+        on_checked=lambda root, result, rules: heard.append((root, result.passed, rules.name)),
+    )
+    assert heard == [(clean_root, True, "tiny")]
+    assert (frames[0]["root"] == str(clean_root.resolve())).all() and "status" in frames[0]
+
+
+def test_check_roots_refuses_a_folder_that_failed(tmp_path: Path, tiny_profile: Path) -> None:
+    from corpus import write_single_class_folder
+
+    one = write_single_class_folder(tmp_path / "one")
+    with pytest.raises(DatasetFailedError, match="the dataset failed min_classes") as err:
+        check_roots([one], [str(tiny_profile)], jobs=1)
+    assert err.value.path == one

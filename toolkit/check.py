@@ -13,13 +13,16 @@ Nothing here prints.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from toolkit.errors import UsageError
-from toolkit.profiles import Profile, load_profile
+import pandas as pd
+
+from toolkit.errors import DatasetFailedError, UsageError
+from toolkit.profiles import DEFAULT_PROFILE, Profile, load_profile
 from toolkit.scan import ScanOptions
 from toolkit.validate import Validation
 
@@ -239,3 +242,39 @@ def check_into(
         html_skipped=html is not None and result.manifest is None,
         checked_at=checked_at,
     )
+
+
+def profiles_for(roots: Sequence[object], given: Sequence[str] | None) -> list[str]:
+    """The profile of each data folder: one given for all (the default profile when none
+    is), or one given per folder."""
+    given = list(given or [DEFAULT_PROFILE])
+    if len(given) == 1:
+        return given * len(roots)
+    if len(given) != len(roots):
+        raise UsageError(f"give one --profile, or one per data folder ({len(roots)})")
+    return given
+
+
+def check_roots(
+    roots: Sequence[Path],
+    specs: Sequence[str],
+    *,
+    jobs: int | None = None,
+    progress: bool = False,
+    on_checked: Callable[[Path, Validation, Profile], None] | None = None,
+) -> list[pd.DataFrame]:
+    """Check each folder training will read, with its profile; each judged manifest gets its
+    `root` column. A folder that failed a blocking dataset rule is refused
+    (DatasetFailedError): nothing is trained on it. `on_checked` hears of each folder."""
+    frames = []
+    for root, spec in zip(roots, specs, strict=True):
+        rules = load_profile(spec)
+        result = check_folder(root, rules, jobs=jobs, progress=progress)
+        if on_checked is not None:
+            on_checked(root, result, rules)
+        if not result.passed:
+            raise DatasetFailedError(root, result.failed_rules)
+        frame = result.manifest
+        frame["root"] = str(Path(root).resolve())
+        frames.append(frame)
+    return frames

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from toolkit import __version__
-from toolkit.errors import DatasetFailedError, ToolkitError, UsageError, processed_path
+from toolkit.errors import ToolkitError, UsageError, processed_path
 from toolkit.text import escape_controls
 
 app = typer.Typer(
@@ -248,17 +248,16 @@ def train(
         )
         _echo_training(result)
         return
+    from toolkit.check import check_roots, profiles_for
     from toolkit.models import get_recipe
     from toolkit.outputs import check_new_folder, check_output
+    from toolkit.profiles import DEFAULT_PROFILE, load_profile
     from toolkit.runs import RUN_JSON
 
     get_recipe(model)  # an unknown model fails before a long scan
     read_worker(strategy)  # so do an unknown strategy and a bad TF_CONFIG
     sources = manifest or data or [_ensure_demo_data(DEMO_DIR)]
-    name = Path(sources[0]).resolve().name if len(sources) == 1 else "merged"
-    if manifest and len(manifest) == 1:
-        name = Path(manifest[0]).resolve().parent.name
-    out = out or RUNS_DIR / f"{name}-{model}"
+    out = out or _run_folder(sources, model, from_manifests=bool(manifest))
     if (out / RUN_JSON).exists():
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or pick --out")
     frames = [read_manifest(m) for m in manifest or []]
@@ -267,11 +266,10 @@ def train(
     check_output(out, roots)
     check_new_folder(out)
     if manifest:
-        profiles = [str(f.attrs.get("profile") or "tutorial") for f in frames]
+        profiles = [str(f.attrs.get("profile") or DEFAULT_PROFILE) for f in frames]
     else:
-        profiles = _profiles_for(sources, profile)
-        frames = [_validated(p, spec, jobs) for p, spec in zip(sources, profiles, strict=True)]
-    from toolkit.profiles import load_profile
+        profiles = profiles_for(sources, profile)
+        frames = check_roots(sources, profiles, jobs=jobs, progress=True, on_checked=_say_checked)
 
     result = train_model(
         merge_manifests(frames),
@@ -401,32 +399,20 @@ def _parse_ratios(text: str) -> tuple[float, float, float]:
     return check_ratios(values)
 
 
-def _profiles_for(roots: list[Path], given: list[str] | None) -> list[str]:
-    given = given or ["tutorial"]
-    if len(given) == 1:
-        return given * len(roots)
-    if len(given) != len(roots):
-        raise UsageError(f"give one --profile, or one per data folder ({len(roots)})")
-    return given
+def _run_folder(sources: list[Path], model: str, *, from_manifests: bool) -> Path:
+    """runs/<data>-<model>: the data folder's name, a lone manifest's folder's, or "merged"."""
+    name = Path(sources[0]).resolve().name if len(sources) == 1 else "merged"
+    if from_manifests and len(sources) == 1:
+        name = Path(sources[0]).resolve().parent.name
+    return RUNS_DIR / f"{name}-{model}"
 
 
-def _validated(root: Path, spec: str, jobs: int | None) -> Any:
-    """Scan and validate one training root; refuse to train on a dataset that failed."""
-    from toolkit.check import check_folder
-    from toolkit.profiles import load_profile
-
-    rules = load_profile(spec)
-    result = check_folder(root, rules, jobs=jobs, progress=True)
+def _say_checked(root: Path, result: Any, rules: Any) -> None:
     _say(
         f"{root}: {len(result.manifest):,} files, {len(result.accepted):,} accepted, "
         f"{len(result.rejected):,} rejected (profile {rules.name})",
         err=True,
     )
-    if not result.passed:
-        raise DatasetFailedError(root, result.failed_rules)
-    frame = result.manifest
-    frame["root"] = str(root.resolve())
-    return frame
 
 
 def _say(line: str, *, err: bool = False) -> None:
