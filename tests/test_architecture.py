@@ -1,8 +1,9 @@
-"""The layout is the data flow: no module of toolkit/ imports from a stage after it.
+"""The layout is the data flow: no module imports from a stage after it.
 
-`LAYERS` is the order, lowest first. A module may import (at the top or inside a function)
-only from modules in earlier layers or its own; a module missing from the table fails the
-test, so a new module has to be given its place. The order is the README's layout.
+`LAYERS` orders every module of toolkit/ (how it runs) and validations/ (what users
+declare: the rule catalogue and the profiles), lowest first. A module may import (at the
+top or inside a function) only from modules in earlier layers; a module missing from the
+table fails the test, so a new module has to be given its place. The order is the README's.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-TOOLKIT = Path(__file__).resolve().parents[1] / "toolkit"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("toolkit", "validations")
 
 #: Lowest first. Modules in one layer do not import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("toolkit", "toolkit.errors", "toolkit.text"),  # the package: its version only
+    ("toolkit", "toolkit.errors", "toolkit.text", "validations"),  # version; PROFILES_DIR
     ("toolkit.paths",),  # path safety: what we open, how we write
     ("toolkit.manifest",),  # columns, statuses, reading and writing the manifest
     ("toolkit.report",),  # report.json: its name, how it is written and recognised
@@ -25,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.scan",),  # folder -> manifest rows
     ("toolkit.groups",),  # hash grouping: copies and near copies
     ("toolkit.gx",),  # Great Expectations: running suites, the expectation classes
-    ("toolkit.rules",),  # the rule catalogue
+    ("validations.rules",),  # the rule catalogue
     ("toolkit.profiles",),  # profiles: which rules, which thresholds
     ("toolkit.validate",),  # rules over a manifest -> findings, verdicts
     ("toolkit.cluster",),  # the Dask engine
@@ -50,25 +52,30 @@ RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(TOOLKIT.parent).with_suffix("").parts
+    parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _imports(path: Path) -> set[str]:
-    """Every toolkit module `path` imports, anywhere in the file."""
+    """Every module of ours `path` imports, anywhere in the file."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] == "toolkit":
+            if node.module.split(".")[0] in PACKAGES:
                 for alias in node.names:  # `from toolkit import x` may name a module
                     candidate = f"{node.module}.{alias.name}"
                     found.add(candidate if candidate in RANK else node.module)
         elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == "toolkit")
+            found.update(a.name for a in node.names if a.name.split(".")[0] in PACKAGES)
     return found
 
 
-MODULES = sorted((_module_name(p), p) for p in TOOLKIT.rglob("*.py") if "templates" not in p.parts)
+MODULES = sorted(
+    (_module_name(p), p)
+    for package in PACKAGES
+    for p in (ROOT / package).rglob("*.py")
+    if "templates" not in p.parts
+)
 
 
 def test_every_module_has_its_place_in_the_layers() -> None:

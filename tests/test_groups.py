@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from toolkit.groups import NEAR_PHASH_DISTANCE, content_groups, phash_bands, phash_values
 from toolkit.profiles import load_profile
-from toolkit.rules import REGISTRY
+from validations.rules import REGISTRY
 
 _rng = np.random.default_rng(7)
 _PHASHES = [f"{int(v):016x}" for v in _rng.integers(0, 2**63, size=200, dtype=np.int64)]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from toolkit.errors import ProfileError
 from toolkit.profiles import builtin_profiles, load_profile
-from toolkit.rules import REGISTRY, Between
+from validations.rules import REGISTRY, Between
 
 
 def test_builtin_profiles_load() -> None:

@@ -26,8 +26,8 @@ from toolkit.check import DaskEngine, Engine, LocalEngine, check_folder
 from toolkit.cli import main
 from toolkit.manifest import read_manifest
 from toolkit.profiles import load_profile
-from toolkit.rules import REGISTRY, DatasetRule, Table
 from toolkit.validate import TABLE_BUILDERS
+from validations.rules import REGISTRY, DatasetRule, Table
 
 pytest.importorskip("distributed")
 

@@ -17,8 +17,8 @@ import pytest
 
 from toolkit.manifest import SCAN_COLUMNS, normalise_manifest
 from toolkit.profiles import Profile
-from toolkit.rules import REGISTRY, Rule
 from toolkit.validate import validate_manifest
+from validations.rules import REGISTRY, Rule
 
 _rng = np.random.default_rng(7)
 _PHASHES = [f"{int(v):016x}" for v in _rng.integers(0, 2**63, size=200, dtype=np.int64)]

@@ -1,7 +1,7 @@
 """Hash grouping: which manifest rows hold the same picture.
 
 Files with the same bytes (sha256), or with perceptual hashes a few bits apart, are one
-picture. The content rules (label conflicts, duplicates; toolkit.rules), the Dask engine's
+picture. The content rules (label conflicts, duplicates; validations.rules), the Dask engine's
 candidate search (toolkit.cluster) and the split that keeps copies out of two splits
 (toolkit.pipeline) all group rows here, so the three agree on what "the same picture" is.
 """

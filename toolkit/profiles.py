@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ProfileError
-from toolkit.rules import (
+from validations.rules import (
     REGISTRY,
     SEVERITIES,
     Between,
@@ -101,7 +101,7 @@ def builtin_profiles() -> dict[str, Path]:
 def load_profile(spec: str | Path | None = None) -> Profile:
     """Load a built-in profile by name, or a profile file (.toml, .yaml, .yml) by path.
 
-    Every value is checked here, against what its rule parameter declares (toolkit.rules), so
+    Every value is checked here, against what its rule parameter declares (validations.rules), so
     a bad profile is refused before any work: ProfileError names the file, the key, the value
     and what is allowed.
     """

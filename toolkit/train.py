@@ -51,7 +51,6 @@ from toolkit.pipeline import (
     split_manifest,
 )
 from toolkit.profiles import Profile
-from toolkit.rules import NearDuplicate
 from toolkit.runs import (
     BEST_WEIGHTS,
     CACHE,
@@ -76,6 +75,7 @@ from toolkit.runs import (
 )
 from toolkit.scan import DEFAULT_MAX_DECODE_PIXELS
 from toolkit.scores import apply_temperature, fit_temperature, predict_proba, score_predictions
+from validations.rules import NearDuplicate
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import pandas as pd
 from toolkit import __version__
 from toolkit.manifest import ACCEPTED, DATASET_PATH, REJECTED, normalise_manifest
 from toolkit.profiles import Profile
-from toolkit.rules import DatasetRule, FileRule, Table
 from toolkit.text import escape_controls
+from validations.rules import DatasetRule, FileRule, Table
 
 log = logging.getLogger(__name__)
 
