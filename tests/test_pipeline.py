@@ -507,9 +507,9 @@ def test_the_largest_files_are_decoded_first_and_kept_in_row_order(
     seen: list[str] = []
     real = pipeline.load_image
 
-    def recording(path: Path, spec: InputSpec, *, row: pd.Series | None = None) -> np.ndarray:
+    def recording(path: Path, spec: InputSpec, **kwargs: object) -> np.ndarray:
         seen.append(path.name)
-        return real(path, spec, row=row)
+        return real(path, spec, **kwargs)
 
     monkeypatch.setattr(pipeline, "load_image", recording)
     decoded = decode_rows(rows, _spec(8), ["happy"], jobs=1)
