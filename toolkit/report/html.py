@@ -97,7 +97,6 @@ def write_report_html(
 
 
 def _context(validation: Validation, report: dict[str, Any], jobs: int | None) -> dict[str, Any]:
-    from toolkit.scan import DEFAULT_MAX_DECODE_PIXELS
     from toolkit.validate import class_counts
 
     manifest = validation.manifest
@@ -116,7 +115,7 @@ def _context(validation: Validation, report: dict[str, Any], jobs: int | None) -
     shown = {f.path for g in groups for f in g.files} | {
         f.path for g in groups for s in g.sets for f in s.files
     }
-    bound = getattr(rules.get("max_pixels"), "max_pixels", DEFAULT_MAX_DECODE_PIXELS)
+    bound = validation.profile.scan_options().max_decode_pixels  # what the scan decoded
     thumbs = make_thumbnails(
         rows.loc[sorted(shown)], manifest.attrs.get("root"), max_pixels=bound, jobs=jobs
     )
