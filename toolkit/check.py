@@ -12,22 +12,30 @@ Nothing here prints.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pandas as pd
 
-from toolkit.errors import DatasetFailedError, UsageError
+from toolkit.errors import DatasetFailedError, ToolkitError, UsageError
+from toolkit.outputs import Staging
 from toolkit.profiles import DEFAULT_PROFILE, Profile, load_profile
 from toolkit.scan import ScanOptions
 from toolkit.validate import Validation
 
 #: The engines `check_folder` (and `toolkit validate --engine`) knows by name.
 ENGINES = ("local", "dask")
+#: report.json's key for how many rows the local engine's scan reused and how many it
+#: scanned ({"n_reused": .., "n_scanned": ..}); the Dask engine scans every file, says nothing
+SCAN_COUNTS_KEY = "scan_counts"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class CheckOptions:
     out: Path | None = None
     #: stamped into the manifest's metadata, so the report and the manifest name one run
     run_id: str | None = None
+    #: an earlier manifest whose rows of unchanged files the scan may reuse (the local
+    #: engine's; toolkit.scan.rescan_folder decides which): not there, not a manifest, or
+    #: of another folder, and every file is scanned
+    previous: Path | None = None
 
 
 @runtime_checkable
@@ -66,17 +78,23 @@ class LocalEngine:
     def check(
         self, source: str, profile: Profile, options: CheckOptions
     ) -> tuple[Validation, dict[str, float]]:
-        """Scan into a DataFrame, judge it, write manifest.parquet into `options.out`."""
+        """Scan into a DataFrame (reusing `options.previous`'s rows of unchanged files), judge
+        it, write manifest.parquet into `options.out`."""
         from toolkit.manifest import RUN_ID_KEY, write_manifest
-        from toolkit.scan import scan_folder
+        from toolkit.scan import rescan_folder
         from toolkit.validate import validate_manifest
 
         started = time.perf_counter()
-        manifest = scan_folder(
-            Path(source), jobs=options.jobs, options=options.scan, progress=options.progress
+        manifest, counts = rescan_folder(
+            Path(source),
+            _previous_manifest(options.previous),
+            jobs=options.jobs,
+            options=options.scan,
+            progress=options.progress,
         )
         scanned = time.perf_counter()
         result = validate_manifest(manifest, profile)
+        result.extra[SCAN_COUNTS_KEY] = asdict(counts)
         seconds = {
             "scan": round(scanned - started, 2),
             "validate": round(time.perf_counter() - scanned, 2),
@@ -86,6 +104,20 @@ class LocalEngine:
         if options.out is not None:
             write_manifest(result.manifest, options.out)
         return result, seconds
+
+
+def _previous_manifest(path: Path | None) -> pd.DataFrame | None:
+    """The manifest at `path` when there is one that reads back whole, else None: a record
+    that fails its checks (toolkit.manifest.read_manifest) is simply no cache."""
+    from toolkit.manifest import read_manifest
+
+    if path is None or not os.path.lexists(path):
+        return None
+    try:
+        return read_manifest(path)
+    except ToolkitError as exc:
+        log.info("scanning every file: the previous manifest is not reused: %s", exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -136,10 +168,13 @@ def check_folder(
     progress: bool = False,
     out: Path | None = None,
     run_id: str | None = None,
+    previous: Path | None = None,
 ) -> Validation:
     """Scan `root` and judge every file and the dataset against `profile` (a Profile, or
     a name or file load_profile takes). `out`: write the manifest there (the engine's
-    format). The seconds each step took are in the result's `seconds`."""
+    format). `previous`: a manifest of `root` whose rows of unchanged files the local
+    engine reuses (`CheckOptions.previous`). The seconds each step took are in the
+    result's `seconds`."""
     rules = profile if isinstance(profile, Profile) else load_profile(profile)
     chosen = engine_named(engine) if isinstance(engine, str) else engine
     options = CheckOptions(
@@ -148,6 +183,7 @@ def check_folder(
         progress=progress,
         out=out,
         run_id=run_id,
+        previous=previous,
     )
     result, seconds = chosen.check(str(root), rules, options)
     return replace(result, seconds=seconds)
@@ -191,15 +227,17 @@ def check_into(
     data_docs: bool = False,
     command: str = "",
     progress: bool = False,
+    cache: bool = True,
 ) -> CheckedOutputs:
     """`check_folder`, writing manifest, report.json, report.html (with `html`) and Data Docs
     into OUT as one staged set (toolkit.outputs). The caller passes OUT through
-    `check_output` and `check_replaceable` before this starts any work."""
-    from toolkit.outputs import DATA_DOCS_DIR, new_run_id, staged_outputs
-    from toolkit.report import write_report_json
+    `check_output` and `check_replaceable` before this starts any work. `cache`: reuse
+    the rows of unchanged files from the manifest OUT already holds (a check of the same
+    folder; the set being replaced), as `check_folder`'s `previous`."""
+    from toolkit.manifest import MANIFEST_PARQUET
+    from toolkit.outputs import new_run_id, staged_outputs
 
     run_id = new_run_id()
-    report_html = docs = None
     with staged_outputs(out, run_id) as staging:  # every output lands together, or none
         result = check_folder(
             source,
@@ -210,29 +248,12 @@ def check_into(
             progress=progress,
             out=staging.folder,
             run_id=run_id,
+            previous=Path(out) / MANIFEST_PARQUET if cache else None,
         )
         checked_at = time.perf_counter()
-        result.extra.update(
-            run_id=run_id,
-            command=command,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            seconds=dict(result.seconds),
+        report, report_html, docs, report_json = _write_reports(
+            result, staging, html=html, data_docs=data_docs, command=command, jobs=jobs
         )
-        report = result.to_report()
-        if html is not None and result.manifest is not None:
-            began = time.perf_counter()
-            report_html = html(result, report, staging.folder, jobs=jobs)
-            report["seconds"]["report"] = round(time.perf_counter() - began, 2)
-        if data_docs:
-            from toolkit.gx import write_data_docs
-
-            began = time.perf_counter()
-            docs = write_data_docs(
-                result.suite_results, staging.folder / DATA_DOCS_DIR, f"toolkit-validate-{run_id}"
-            )
-            staging.mark(docs.parent)
-            report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
-        report_json = write_report_json(report, staging.folder)
     return CheckedOutputs(
         validation=result,
         report=report,
@@ -242,6 +263,79 @@ def check_into(
         html_skipped=html is not None and result.manifest is None,
         checked_at=checked_at,
     )
+
+
+def write_checked(
+    out: Path, result: Validation, *, html: HtmlWriter | None = None, command: str = ""
+) -> CheckedOutputs:
+    """What `check_into` writes, for a check already done (`check_folder`'s result): its
+    manifest, report.json and report.html (with `html`) into OUT as one staged set, under a
+    new run id. The caller passes OUT through `check_output` and `check_replaceable` first."""
+    from toolkit.manifest import RUN_ID_KEY, write_manifest
+    from toolkit.outputs import new_run_id, staged_outputs
+
+    if result.manifest is None:
+        raise UsageError("the Dask engine kept this manifest on its cluster: validate with --out")
+    with staged_outputs(out, new_run_id()) as staging:
+        result.manifest.attrs[RUN_ID_KEY] = staging.run_id  # manifest and report: one run
+        write_manifest(result.manifest, staging.folder)
+        report, report_html, _, report_json = _write_reports(
+            result, staging, html=html, data_docs=False, command=command, jobs=None
+        )
+    return CheckedOutputs(
+        validation=result,
+        report=report,
+        report_json=staging.final(report_json),
+        report_html=staging.final(report_html) if report_html else None,
+        data_docs=None,
+        html_skipped=False,
+        checked_at=time.perf_counter(),
+    )
+
+
+def _write_reports(
+    result: Validation,
+    staging: Staging,
+    *,
+    html: HtmlWriter | None,
+    data_docs: bool,
+    command: str,
+    jobs: int | None,
+) -> tuple[dict[str, Any], Path | None, Path | None, Path]:
+    """The advice, then report.html (with `html`), Data Docs and report.json into the
+    staging folder: (the report, report.html, data_docs' index, report.json) as written."""
+    from toolkit.outputs import DATA_DOCS_DIR
+    from toolkit.report import write_report_json
+    from toolkit.validate import advise
+
+    began = time.perf_counter()
+    advice = advise(result)  # what the other built-in profiles make of the same scan
+    result.seconds["advice"] = round(time.perf_counter() - began, 2)
+    result.extra.update(
+        run_id=staging.run_id,
+        command=command,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        seconds=dict(result.seconds),
+        advice=advice.as_dict(),
+    )
+    report = result.to_report()
+    report_html = docs = None
+    if html is not None and result.manifest is not None:
+        began = time.perf_counter()
+        report_html = html(result, report, staging.folder, jobs=jobs)
+        report["seconds"]["report"] = round(time.perf_counter() - began, 2)
+    if data_docs:
+        from toolkit.gx import write_data_docs
+
+        began = time.perf_counter()
+        docs = write_data_docs(
+            result.suite_results,
+            staging.folder / DATA_DOCS_DIR,
+            f"toolkit-validate-{staging.run_id}",
+        )
+        staging.mark(docs.parent)
+        report["seconds"]["data_docs"] = round(time.perf_counter() - began, 2)
+    return report, report_html, docs, write_report_json(report, staging.folder)
 
 
 def profiles_for(roots: Sequence[object], given: Sequence[str] | None) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import sys
 import tempfile
@@ -110,6 +111,14 @@ def validate(
         int | None,
         typer.Option("--workers", min=1, help="LocalCluster worker processes [one per core]."),
     ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache/--no-cache",
+            help="Reuse the rows of unchanged files (same size, times, inode and SHA-256) "
+            "from the manifest in --out; --no-cache scans every file again.",
+        ),
+    ] = True,
 ) -> None:
     """Scan DATA, judge every file and the dataset, write manifest, report.json, report.html.
 
@@ -142,6 +151,7 @@ def validate(
         data_docs=data_docs,
         command=_command_line(),
         progress=True,
+        cache=cache,
     )
     if written.html_skipped:
         typer.echo(
@@ -243,6 +253,10 @@ def train(
     if resume:
         if out is None:
             raise UsageError("--resume needs the --out folder of the run to continue")
+        from toolkit.runs import read_run_config
+
+        read_run_config(out)  # a folder holding no run is refused before TensorFlow starts
+        _start_tensorflow()
         result = train_model(
             None, out, resume=True, command=_command_line(), jobs=jobs, progress=True
         )
@@ -271,6 +285,7 @@ def train(
         profiles = profiles_for(sources, profile)
         frames = check_roots(sources, profiles, jobs=jobs, progress=True, on_checked=_say_checked)
 
+    _start_tensorflow()
     result = train_model(
         merge_manifests(frames),
         out,
@@ -297,6 +312,14 @@ def evaluate(
     """Validate DATA with the run's profile and score the run's model on what passed."""
     import json
 
+    from toolkit.errors import DataRootError
+    from toolkit.runs import check_run_folder
+
+    check_run_folder(run)  # a wrong run or data folder is refused before TensorFlow starts
+    for root in data:
+        if not root.is_dir():
+            raise DataRootError(root, "not a folder" if root.exists() else "no such folder")
+    _start_tensorflow()
     from toolkit.evaluate import evaluate_run
 
     scores = evaluate_run(run, data, profile=profile, jobs=jobs, progress=not as_json)
@@ -326,6 +349,10 @@ def predict(
     """Print the label and its probability for each image; exit 1 if any file failed."""
     import json
 
+    from toolkit.runs import check_run_folder
+
+    check_run_folder(run)  # a wrong run folder is refused before TensorFlow starts
+    _start_tensorflow()
     from toolkit.predict import predict_files
 
     results = predict_files(run, images)
@@ -470,6 +497,8 @@ def _echo_summary(
     seconds: float,
     data_docs: Path | None = None,
 ) -> None:
+    """What a user acts on first: the dataset-wide findings and the advice, then counts
+    per rule, then a few example files per rule (one line per file, all its rules)."""
     echo = _say
     echo(
         f"{data}: {report['n_files']:,} files, profile {report['profile']['name']}, {seconds:.1f} s"
@@ -478,6 +507,16 @@ def _echo_summary(
     for label, c in report["classes"].items():
         echo(f"  {label:<16}{c['n_files']:>8,}{c['n_accepted']:>10,}")
     echo(f"  accepted {report['n_accepted']:,}, rejected {report['n_rejected']:,}")
+    kinds = {name: r["kind"] for name, r in report["rules"].items()}
+    dataset_wide = [f for f in result.findings if kinds.get(f.rule) == "dataset"]
+    by_file = [f for f in result.findings if kinds.get(f.rule) != "dataset"]
+    echo("dataset-wide:")
+    if not dataset_wide:
+        echo("  no rule about the dataset as a whole broke")
+    for f in sorted(dataset_wide, key=lambda f: (f.severity != "error", f.path, f.rule)):
+        echo(f"  {f.line()} [{f.severity}]")
+    for line in _advice_lines(report):
+        echo(f"  {line}")
     for severity, title in (("error", "rejected by rule"), ("warning", "warnings")):
         counts = {
             k: v
@@ -486,19 +525,97 @@ def _echo_summary(
         }
         if counts:
             parts = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda x: -x[1]))
-            echo(f"  {title}: {parts}")
-    ordered = sorted(
-        result.findings, key=lambda f: (f.severity != "error", f.path == ".", f.path, f.rule)
-    )
-    for f in ordered[:MAX_FINDING_LINES]:
-        echo(f.line())
-    if len(ordered) > MAX_FINDING_LINES:
-        echo(f"...and {len(ordered) - MAX_FINDING_LINES:,} more, see {report_path}")
+            echo(f"{title}: {parts}")
+    examples = _examples(by_file, report["rules"])
+    if examples:
+        echo(
+            f"examples, at most {EXAMPLES_PER_RULE} files per rule "
+            f"(all {len(result.findings):,} findings: {report_path}):"
+        )
+    for rule, lines in examples:
+        echo(f"  {rule} ({report['by_rule'].get(rule, 0):,}):")
+        for line in lines:
+            echo(f"    {line}")
     verdict = "PASSED" if result.passed else f"FAILED ({', '.join(result.failed_rules)})"
     echo(f"report: {report_path}")
     if data_docs is not None:
         echo(f"data docs: {data_docs}")
     echo(f"verdict: {verdict}; manifest and report in {report_path.parent}")
+
+
+#: Example files printed per rule; report.json and report.html list the rest.
+EXAMPLES_PER_RULE = 3
+
+
+def _examples(findings: list[Any], rules: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(rule, lines) for each rule that flagged files, blocking rules first and most files
+    first; each file printed once, on one line holding all its rules. A rule's examples
+    are, where it has them, files that break it alone: the clearest cases."""
+    of_file: dict[str, list[Any]] = {}
+    for f in sorted(findings, key=lambda f: (rules[f.rule]["severity"] != "error", f.rule)):
+        of_file.setdefault(f.path, []).append(f)
+    n_per_rule: dict[str, int] = {}
+    for f in findings:
+        n_per_rule[f.rule] = n_per_rule.get(f.rule, 0) + 1
+    order = sorted(n_per_rule, key=lambda r: (rules[r]["severity"] != "error", -n_per_rule[r], r))
+    shown: set[str] = set()
+    out = []
+    for rule in order:
+        candidates = sorted(
+            {f.path for f in findings if f.rule == rule} - shown,
+            key=lambda path: (len(of_file[path]), path),
+        )[:EXAMPLES_PER_RULE]
+        if not candidates:
+            continue
+        shown.update(candidates)
+        lines = [
+            f"{path}: " + "; ".join(f"{f.rule}: {f.detail}" for f in of_file[path])
+            for path in candidates
+        ]
+        out.append((rule, lines))
+    return out
+
+
+def _advice_lines(report: dict[str, Any]) -> list[str]:
+    """The rules that reject more than the advice share, and what each other built-in
+    profile would accept of the same files (report.json's "advice")."""
+    advice, profile = report.get("advice") or {}, report["profile"]["name"]
+    n_files = advice.get("n_files", 0)
+    lines = [
+        f"{rule} rejects {n:,} of {n_files:,} files ({n / n_files:.0%}; over "
+        f"{advice['share']:.0%} suggests the data is not what profile {profile} expects)"
+        for rule, n in advice.get("rules", {}).items()
+    ]
+    others = advice.get("other_profiles") or {}
+    if lines and others:
+        for name, o in others.items():
+            undecided = (
+                f", and up to {o['n_undecided']:,} more this scan did not decode"
+                if o["n_undecided"]
+                else ""
+            )
+            lines.append(
+                f"the {name} profile would accept {o['n_accepted']:,} of {n_files:,}"
+                f"{undecided} ({'passes' if o['passed'] else 'fails'})"
+            )
+        # which profile fits is the user's call (thumbnails or face crops?), not the count's
+        lines.append("`toolkit profiles` says which data each is for; pick one with --profile")
+    return lines
+
+
+#: Options of the app callback that commands read: only --verbose so far.
+_OPTIONS: dict[str, bool] = {"verbose": False}
+#: TensorFlow's start-up lines: absl's "I0000 00:00:..." format and the two notes that follow.
+_TF_NOISE = re.compile(
+    r"[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ |WARNING: All log messages before absl::InitializeLog|"
+    r"To enable the following instructions: "
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"toolkit {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -511,9 +628,64 @@ def _global_options(
             "to a file. Works anywhere on the command line.",
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show TensorFlow's own log lines (hidden by default, as is anything it logs "
+            "below an error). Works anywhere on the command line.",
+        ),
+    ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
     # main() reads --debug itself, wherever it stands; declared here for --help and the parser
-    del debug
+    del debug, show_version
+    _OPTIONS["verbose"] = verbose
+
+
+def _start_tensorflow() -> None:
+    """Import TensorFlow and find its devices before a command uses them, with its start-up
+    log lines (CUDA probing, oneDNN and CPU-feature notes, written by C++ straight to the
+    stderr descriptor) kept off the terminal unless --verbose or the user's own
+    TF_CPP_MIN_LOG_LEVEL asks for them. Any other line written meanwhile is shown."""
+    if _OPTIONS["verbose"] or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # what C++ logs later: errors only
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe logs here, not at import
+            tf.get_logger().setLevel("ERROR")
+            from absl import logging as absl_logging
+
+            absl_logging.set_verbosity(absl_logging.ERROR)
+            absl_logging.set_stderrthreshold(absl_logging.ERROR)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [
+                line
+                for line in captured.read().decode("utf-8", "replace").splitlines()
+                if not _TF_NOISE.match(line)
+            ]
+            if kept:
+                typer.echo("\n".join(kept), err=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     _ARGV[:] = args
     args, debug = _debug_first(args)
+    args, _ = _debug_first(args, flag="--verbose")
     try:
         app(args=args, prog_name="toolkit")
     except SystemExit as exc:  # typer's way out: usage errors exit 2, `typer.Exit(n)` n
@@ -540,13 +713,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _debug_first(args: list[str]) -> tuple[list[str], bool]:
-    """The arguments with `--debug` (anywhere before `--`) moved in front of the command,
+def _debug_first(args: list[str], flag: str = "--debug") -> tuple[list[str], bool]:
+    """The arguments with `flag` (anywhere before `--`) moved in front of the command,
     where the app's option takes it; and whether it was given."""
     end = args.index("--") if "--" in args else len(args)
-    if "--debug" not in args[:end]:
+    if flag not in args[:end]:
         return args, False
-    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]], True
+    return [flag, *(a for a in args[:end] if a != flag), *args[end:]], True
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

@@ -38,6 +38,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "read_error": ("string", "why it could not be read (dangling symlink, permission, ...)"),
     "file_bytes": ("Int64", "size on disk in bytes"),
     "mtime_ns": ("Int64", "modification time (ns since the epoch) when scanned"),
+    "inode": ("Int64", "the file's inode number when scanned (a re-scan's cache key)"),
+    "ctime_ns": ("Int64", "status change time (ns since the epoch) when scanned (cache key)"),
     "sha256": ("string", "SHA-256 of the bytes, hex"),
     "detected_format": ("string", "format from the content, not the name (jpeg, png, svg...)"),
     "width_px": ("Int64", "width the image declares, in pixels"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import logging
 import os
 import stat
@@ -19,7 +20,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import pandas as pd
 from toolkit.errors import DataRootError
 from toolkit.faces import INPUT_PX, FaceDetector
 from toolkit.images import MAX_BYTES_PER_PIXEL, decode_bytes, decode_turn, flatten_reduced
-from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows
+from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows, normalise_manifest
 from toolkit.paths import leads_outside, open_regular
 from toolkit.text import escape_controls
 
@@ -74,6 +75,45 @@ class ScanOptions:
     detect_faces: bool = True
 
 
+#: The manifest attrs key recording what wrote the scan's rows (`scanner_identity`).
+SCANNER_KEY = "scanner"
+#: The distributions whose versions decide what a scan writes for the same bytes: the
+#: toolkit's own, the decoder, the hashes, the sniffer and the face detector's runtimes.
+_SCANNER_DISTRIBUTIONS = (
+    "toolkit",
+    "pillow",
+    "imagehash",
+    "filetype",
+    "opencv-python-headless",
+    "opencv-python",
+    "ai-edge-litert",
+)
+#: The stat facts and the content hash a reused row must still match (manifest columns).
+_REUSE_KEY = ["file_bytes", "mtime_ns", "inode", "ctime_ns", "sha256"]
+
+
+@dataclass(frozen=True)
+class ScanCounts:
+    """How a scan got its rows: reused from the previous manifest, or scanned now."""
+
+    n_reused: int = 0
+    n_scanned: int = 0
+
+
+def scanner_identity(options: ScanOptions) -> dict[str, Any]:
+    """What a scan's rows depend on besides the files: the versions of the toolkit and its
+    decoding libraries, and the scan's options. Rows are reused only under an equal one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for name in _SCANNER_DISTRIBUTIONS:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {"versions": versions, "options": asdict(options)}
+
+
 def scan_folder(
     root: Path | str,
     *,
@@ -82,20 +122,130 @@ def scan_folder(
     progress: bool = False,
 ) -> pd.DataFrame:
     """Scan every file below `root` into a manifest DataFrame (one row per file, sorted)."""
+    return rescan_folder(root, None, jobs=jobs, options=options, progress=progress)[0]
+
+
+def rescan_folder(
+    root: Path | str,
+    previous: pd.DataFrame | None,
+    *,
+    jobs: int | None = None,
+    options: ScanOptions | None = None,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, ScanCounts]:
+    """`scan_folder`, reusing the rows of `previous` (a manifest of the same root written
+    by the same scanner, `scanner_identity`) for the files that have not changed.
+
+    A row is reused only for a regular file (not a link) whose size, mtime, inode and ctime
+    are the row's and whose bytes still hash to its SHA-256, and only when it was read and
+    decoded (or refused by a decode limit): everything else is scanned again. The manifest
+    is the one a full scan gives."""
     root = Path(root)
     if not root.exists():
         raise DataRootError(root, "no such folder")
     if not root.is_dir():
         raise DataRootError(root, "not a folder (give the folder that holds one folder per class)")
     options = options or ScanOptions()
+    identity = scanner_identity(options)
     entries = sorted(list_entries(root))
-    jobs = _resolve_jobs(jobs, len(entries))
-    log.info("scanning %d files below %s with %d process(es)", len(entries), root, jobs)
-    rows = list(_progress(_scan_all(root, entries, jobs, options), len(entries), progress))
-    manifest = manifest_from_rows(rows)
+    known = _reusable_rows(previous, root, identity)
+    reused: dict[int, int] = {}  # entry position -> previous row position
+    if known:
+        for i, rel in enumerate(entries):
+            found = None if isinstance(rel, UnlistedFolder) else known.get(rel)
+            if found is not None and _unchanged(os.path.join(root, rel), found[1]):
+                reused[i] = found[0]
+    todo = [rel for i, rel in enumerate(entries) if i not in reused]
+    jobs = _resolve_jobs(jobs, len(todo))
+    log.info(
+        "scanning %d of %d files below %s with %d process(es) (%d unchanged)",
+        len(todo), len(entries), root, jobs, len(reused),
+    )  # fmt: skip
+    rows = list(_progress(_scan_all(root, todo, jobs, options), len(todo), progress))
+    manifest = _merge_rows(rows, previous, reused, len(entries))
+    manifest.attrs = {}  # none of the previous manifest's: its run, its profile
     manifest.attrs["root"] = str(root.resolve())
     manifest.attrs["class_folders"] = list_class_folders(root)
-    return manifest
+    manifest.attrs[SCANNER_KEY] = identity
+    return manifest, ScanCounts(n_reused=len(reused), n_scanned=len(todo))
+
+
+def _reusable_rows(
+    previous: pd.DataFrame | None, root: Path, identity: dict[str, Any]
+) -> dict[str, tuple[int, tuple[Any, ...]]]:
+    """path -> (row position, `_REUSE_KEY` values) of the previous rows a scan may reuse;
+    empty when the manifest is of another root or scanner, or not one a scan writes."""
+    if previous is None or not len(previous):
+        return {}
+    if previous.attrs.get("root") != str(root.resolve()):
+        return {}
+    # compared as JSON gives it back: that is how the previous manifest recorded it
+    if previous.attrs.get(SCANNER_KEY) != json.loads(json.dumps(identity)):
+        return {}
+    if any(c not in previous.columns for c in SCAN_COLUMNS) or previous["path"].duplicated().any():
+        return {}
+    usable = (
+        previous["is_readable"].fillna(False)
+        & previous["is_valid_name"].fillna(False)
+        & previous["is_inside_root"].fillna(False)
+        & ~previous["is_symlink"].fillna(True)
+        & previous["read_error"].isna()
+        # a decode error may have been passing (memory): only a decode limit's is kept
+        & (previous["is_decodable"].fillna(False) | _limit_refused(previous["decode_error"]))
+        & previous[_REUSE_KEY].notna().all(axis=1)
+    ).to_numpy(dtype=bool)
+    positions = np.flatnonzero(usable)
+    chosen = previous.iloc[positions]
+    keys = zip(*(chosen[c].tolist() for c in _REUSE_KEY), strict=True)
+    return {
+        path: (int(at), key)
+        for path, at, key in zip(chosen["path"].tolist(), positions, keys, strict=True)
+    }
+
+
+def _limit_refused(decode_error: pd.Series) -> pd.Series:
+    return decode_error.fillna("").str.startswith("not decoded:")
+
+
+def _unchanged(full: str, key: tuple[Any, ...]) -> bool:
+    """`full` is still the regular file a row describes: same stat facts, same bytes.
+
+    The hash catches a file rewritten in place with its size and times put back."""
+    try:
+        if not _same_stat(os.lstat(full), key):  # not even opened when the stat differs
+            return False
+        with open_regular(full) as fh:  # the checks again on the file actually read
+            if not _same_stat(os.fstat(fh.fileno()), key):
+                return False
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:  # NotRegularFileError too: a FIFO swapped in
+        return False
+    return digest == key[4]
+
+
+def _same_stat(st: os.stat_result, key: tuple[Any, ...]) -> bool:
+    return stat.S_ISREG(st.st_mode) and (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+        st.st_ctime_ns,
+    ) == tuple(key[:4])
+
+
+def _merge_rows(
+    rows: list[dict], previous: pd.DataFrame | None, reused: dict[int, int], n_entries: int
+) -> pd.DataFrame:
+    """The manifest in entry order: the rows scanned now and those reused from `previous`."""
+    fresh = manifest_from_rows(rows)
+    if not reused or previous is None:
+        return fresh
+    kept = previous.iloc[list(reused.values())][SCAN_COLUMNS]
+    if not rows:
+        return normalise_manifest(kept.reset_index(drop=True))
+    scanned_at = [i for i in range(n_entries) if i not in reused]
+    order = np.argsort(np.array(list(reused) + scanned_at), kind="stable")
+    merged = pd.concat([kept, fresh], ignore_index=True).iloc[order]
+    return normalise_manifest(merged.reset_index(drop=True))
 
 
 class UnlistedFolder(str):
@@ -229,9 +379,9 @@ def _resolve_jobs(jobs: int | None, n_files: int) -> int:
 def _progress(rows: Iterable[dict], total: int, enabled: bool) -> Iterable[dict]:
     if not enabled:
         return rows
-    from tqdm import tqdm
+    from toolkit.progress import progress_bar
 
-    return tqdm(rows, total=total, unit="file", desc="scan", file=sys.stderr, disable=None)
+    return progress_bar(rows, total=total, unit="file", desc="scan")
 
 
 def _scan_all(root: Path, entries: list[str], jobs: int, options: ScanOptions) -> Iterator[dict]:
@@ -348,6 +498,7 @@ class FileScanner:
             row["read_error"] = _stat_error(exc, row["is_symlink"])
             return
         row["mtime_ns"] = st.st_mtime_ns
+        row["inode"], row["ctime_ns"] = st.st_ino, st.st_ctime_ns
         if not stat.S_ISREG(st.st_mode):
             row["read_error"] = "not a regular file"
             return
