@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.evaluate",),
     ("toolkit.predict",),
     ("toolkit.demo",),  # the demo set
+    ("toolkit.api",),  # the Python API: the CLI's verbs as functions, for notebooks
     ("toolkit.cli",),
     ("toolkit.__main__",),
 ]
