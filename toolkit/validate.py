@@ -416,3 +416,83 @@ def _run_dataset_rules(
                 finding = Finding(DATASET_PATH, rule.name, rule.severity, rule.detail(summary))
                 out.append((None, finding))
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Advice: when one rule rejects much of a folder, what the other built-in profiles make of it
+
+#: A rule that rejects more than this share of the files says more about the profile than
+#: about the files: the folder may hold another kind of data (thumbnails, face crops) than
+#: the profile was written for, and another built-in profile may fit it.
+ADVICE_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class ProfileOutcome:
+    """What one other profile makes of the same scanned files."""
+
+    n_accepted: int
+    passed: bool
+    #: files this scan left undecoded (over its pixel limit) that the profile's own scan
+    #: would decode: judged as this scan left them (rejected), so n_accepted may be low by
+    #: at most this many
+    n_undecided: int = 0
+
+
+@dataclass(frozen=True)
+class Advice:
+    """The rules that reject more than `share` of the files, and, only when there are
+    such rules, what each other built-in profile would accept of the same scan."""
+
+    share: float
+    n_files: int
+    #: rule -> files it rejects, for the rules over the share (most first)
+    rules: dict[str, int]
+    other_profiles: dict[str, ProfileOutcome]
+
+    def as_dict(self) -> dict[str, Any]:
+        """report.json's "advice"."""
+        return {
+            "share": self.share,
+            "n_files": self.n_files,
+            "rules": dict(self.rules),
+            "other_profiles": {k: asdict(v) for k, v in self.other_profiles.items()},
+        }
+
+
+def rejected_per_rule(manifest: pd.DataFrame) -> dict[str, int]:
+    """Files each blocking rule rejects (a file rejected by two rules counts under both)."""
+    reasons = manifest["reasons"].fillna("")
+    names = reasons[reasons != ""].str.split(";").explode()
+    return {str(k): int(v) for k, v in names.value_counts().items()}
+
+
+def advise(validation: Validation, share: float = ADVICE_SHARE) -> Advice:
+    """The rules over `share`, and the other built-in profiles re-judging the same manifest.
+
+    Nothing is scanned again. Every built-in profile decodes what its `max_pixels` allows,
+    so a profile with a higher limit than the scan's would have decoded the files between
+    the two limits: those are counted in `n_undecided`, not guessed. Needs the manifest in
+    this process (the Dask engine hands it back only for folders report.html can draw).
+    """
+    from toolkit.profiles import builtin_profiles, load_profile
+
+    manifest = validation.manifest
+    if manifest is None or manifest.empty:
+        return Advice(share, 0, {}, {})
+    n_files = len(manifest)
+    heavy = {r: n for r, n in rejected_per_rule(manifest).items() if n > share * n_files}
+    heavy = dict(sorted(heavy.items(), key=lambda kv: (-kv[1], kv[0])))
+    others: dict[str, ProfileOutcome] = {}
+    if heavy:
+        scanned = validation.profile.scan_options().max_decode_pixels
+        pixels = manifest["width_px"].astype("Float64") * manifest["height_px"].astype("Float64")
+        for name in builtin_profiles():
+            if name == validation.profile.spec:  # a built-in's spec is its name
+                continue
+            other = load_profile(name)
+            limit = other.scan_options().max_decode_pixels
+            undecided = int(((pixels > scanned) & (pixels <= limit)).fillna(False).sum())
+            judged = validate_manifest(manifest, other)
+            others[name] = ProfileOutcome(len(judged.accepted), judged.passed, undecided)
+    return Advice(share, n_files, heavy, others)
