@@ -3,14 +3,18 @@ train do, handed back as objects for a notebook, with the CLI's guard on the use
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import TINY_PROFILE, snapshot
 from corpus import HostileCorpus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_train import write_learnable_folder
 
 import toolkit
@@ -57,6 +61,29 @@ def test_the_notebook_summary_is_html_with_the_names_escaped(tmp_path: Path) -> 
     page = toolkit.validate_folder(data)._repr_html_()
     assert "FAILED" in page and "min_classes" in page
     assert "<b>data" not in page and "&lt;b&gt;data" in page
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name=st.text(min_size=1, max_size=30))
+def test_any_folder_name_prints_as_one_line_and_renders_as_text(
+    clean_root: Path, tiny_profile: Path, name: str
+) -> None:
+    checked = _checked(clean_root, tiny_profile)
+    result = replace(checked, source=name)
+    assert "\n" not in repr(result) and "\x1b" not in repr(result)
+    assert html.escape(name) in result._repr_html_()
+
+
+_CHECKED: dict[Path, toolkit.CheckResult] = {}
+
+
+def _checked(root: Path, profile: Path) -> toolkit.CheckResult:
+    """One check per folder, for the examples a property test draws on it."""
+    if root not in _CHECKED:
+        _CHECKED[root] = toolkit.validate_folder(root, profile=str(profile))
+    return _CHECKED[root]
 
 
 @pytest.mark.parametrize(
