@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from conftest import snapshot
 from corpus import HostileCorpus, write_single_class_folder
 
+from toolkit import __version__
 from toolkit.cli import main
 from toolkit.manifest import read_manifest
 
@@ -186,3 +190,148 @@ def test_max_pixels_lowered_in_the_profile_stops_the_scan_decoding_above_it(
     assert len(manifest) == 8 and not manifest["is_decodable"].any()  # 32x32 = 1024 px each
     assert manifest["decode_error"].str.startswith("not decoded: declares 32x32").all()
     assert manifest["decode_error"].str.endswith("over the scan's 1,000 px limit").all()
+
+
+# ---------------------------------------------------------------- issue 29: CLI conventions
+
+
+def _toolkit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`toolkit ARGS` in a fresh process with stdout and stderr captured (neither a terminal);
+    the last stdout line says the exit code and whether TensorFlow was imported."""
+    probe = (
+        "import sys; from toolkit.cli import main; code = main(sys.argv[1:]);"
+        "print(code, 'tensorflow' in sys.modules)"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-c", probe, *args], env={**environ, **(env or {})},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_version_prints_the_packages_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"toolkit {__version__}\n"
+
+
+def _fake_run(folder: Path, *, model: bool) -> Path:
+    """A run folder whose run.json reads back; with `model` a model file (not a real one)."""
+    folder.mkdir(parents=True)
+    record = {"status": "finished", "labels": ["happy", "sad"], "input": {"size": 32},
+              "model": {"name": "seed"}, "profile": {"name": "tiny", "spec": "tiny"}}  # fmt: skip
+    (folder / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    if model:
+        (folder / "model.keras").write_bytes(b"not opened before the folders are checked")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("evaluate {missing} {data}", "not a run folder"),
+        ("predict {missing} {data}/happy/x.png", "not a run folder"),
+        ("evaluate {data} {data}", "not a run folder"),
+        ("predict {no_model} {data}/happy/x.png", "the run has no model"),
+        ("evaluate {no_model} {data}", "the run has no model"),
+        ("evaluate {run} {missing}", "no such folder"),
+    ],
+    ids=[
+        "evaluate is given a folder that does not exist",
+        "predict is given a folder that does not exist",
+        "evaluate is given a data folder instead of a run",
+        "predict is given a run that never saved its model",
+        "evaluate is given a run that never saved its model",
+        "evaluate is given a data folder that does not exist",
+    ],
+)
+def test_a_wrong_folder_is_refused_before_tensorflow_starts(
+    clean_root: Path, tmp_path: Path, case: str, expected: str
+) -> None:
+    folders = {
+        "missing": tmp_path / "nowhere",
+        "data": clean_root,
+        "no_model": _fake_run(tmp_path / "unfinished", model=False),
+        "run": _fake_run(tmp_path / "run", model=True),
+    }
+    done = _toolkit(*case.format(**folders).split())
+    assert done.stdout.split()[-2:] == ["2", "False"], done.stderr[-2000:]
+    assert expected in done.stderr
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["--verbose", "--debug", "--json"],
+    ids=["a global flag after the command", "another global flag", "a command's own option"],
+)
+def test_global_flags_work_anywhere_on_the_command_line(flag: str) -> None:
+    from toolkit.cli import _debug_first
+
+    moved, given = _debug_first(["train", "data", flag], flag="--verbose")
+    assert given == (flag == "--verbose")
+    assert moved == (["--verbose", "train", "data"] if given else ["train", "data", flag])
+
+
+@pytest.fixture(scope="module")
+def quiet_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One tiny training run and one evaluation, each in a fresh process whose stderr is a
+    pipe (not a terminal), as in a CI log or `2> log.txt`."""
+    from conftest import TINY_PROFILE
+    from test_train import write_learnable_folder
+
+    base = tmp_path_factory.mktemp("quiet")
+    data = write_learnable_folder(base / "data", n_per_class=8)
+    profile = base / "tiny.toml"
+    profile.write_text(TINY_PROFILE, encoding="utf-8")
+    run = base / "run"
+    trained = _toolkit("train", str(data), "--model", "seed", "--image-size", "32",
+                       "--epochs", "1", "--profile", str(profile), "--out", str(run),
+                       "--batch-size", "4")  # fmt: skip
+    evaluated = _toolkit("evaluate", str(run), str(data))
+    return {"train": trained, "evaluate": evaluated, "run": run, "data": data}
+
+
+@pytest.mark.parametrize("verb", ["train", "evaluate"], ids=["training", "evaluation"])
+def test_tensorflow_start_up_noise_stays_off_stderr(quiet_run: dict[str, Any], verb: str) -> None:
+    done = quiet_run[verb]
+    assert done.stdout.split()[-1:] == ["True"] and done.stdout.split()[-2] == "0", done.stderr
+    noise = [line for line in done.stderr.splitlines() if re.match(r"[IWE]0000 ", line)]
+    assert noise == []
+    assert "oneDNN custom operations" not in done.stderr
+    assert "Could not find cuda drivers" not in done.stderr
+
+
+def test_verbose_lets_tensorflows_own_lines_through(quiet_run: dict[str, Any]) -> None:
+    done = _toolkit("evaluate", str(quiet_run["run"]), str(quiet_run["data"]), "--verbose")
+    assert done.stdout.split()[-2] == "0", done.stderr[-2000:]
+    assert re.search(r"^[IWE]0000 ", done.stderr, re.MULTILINE), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("verb", ["train", "evaluate"], ids=["training", "evaluation"])
+def test_no_progress_bar_fills_a_redirected_stderr(quiet_run: dict[str, Any], verb: str) -> None:
+    stderr = quiet_run[verb].stderr
+    assert "decoding" not in stderr and "file/s" not in stderr and "img/s" not in stderr
+    assert "\r" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("is_terminal", "drawn"),
+    [(True, True), (False, False)],
+    ids=["stderr is a terminal: a bar", "stderr is redirected: the items as they are"],
+)
+def test_a_progress_bar_is_drawn_only_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, is_terminal: bool, drawn: bool
+) -> None:
+    import io
+
+    from tqdm import tqdm
+
+    from toolkit.progress import progress_bar
+
+    stream = io.StringIO()
+    monkeypatch.setattr(stream, "isatty", lambda: is_terminal)
+    monkeypatch.setattr(sys, "stderr", stream)
+    items = [1, 2, 3]
+    bar = progress_bar(items, total=3, desc="decoding")
+    assert list(bar) == items
+    assert isinstance(bar, tqdm) is drawn
+    assert ("decoding" in stream.getvalue()) is drawn

@@ -161,7 +161,7 @@ def test_a_finished_run_adds_its_facts_after_the_record_in_the_order_given(tmp_p
 def test_history_keeps_the_last_of_a_resumed_runs_repeated_epochs(tmp_path: Path) -> None:
     assert read_history(tmp_path) == {}  # none yet
     (tmp_path / HISTORY_CSV).write_text("epoch,loss,val_loss\n0,0.9,0.8\n1,0.7,0.7\n1,0.6,0.5\n")
-    assert read_history(tmp_path) == {"loss": [0.9, 0.6], "val_loss": [0.8, 0.5]}
+    assert read_history(tmp_path) == {"epoch": [0, 1], "loss": [0.9, 0.6], "val_loss": [0.8, 0.5]}
     assert (tmp_path / HISTORY_CSV).read_text().splitlines()[1:] == ["0,0.9,0.8", "1,0.6,0.5"]
 
 
@@ -191,3 +191,34 @@ def test_a_model_file_must_be_a_regular_file_inside_the_run(tmp_path: Path) -> N
     (run / MODEL_FILE).unlink()
     (run / MODEL_FILE).write_bytes(b"model")
     assert model_file(run) == run / MODEL_FILE
+
+
+@pytest.mark.parametrize(
+    ("rows", "epochs"),
+    [
+        ("0,0.9,0.8\n1,0.7,0.7\n2,0.6,0.5\n", [0, 1, 2]),
+        ("0,0.9,0.8\n1,0.7,0.7\n1,0.6,0.5\n2,0.5,0.4\n", [0, 1, 2]),
+        ("0,0.9,0.8\n", [0]),
+    ],
+    ids=[
+        "three epochs",
+        "a resumed run that repeated an epoch",
+        "a single epoch, where a plot would draw half-epoch ticks",
+    ],
+)
+def test_the_curves_number_epochs_as_history_csv_does_on_whole_ticks(
+    tmp_path: Path, rows: str, epochs: list[int]
+) -> None:
+    from toolkit.report.training import draw_curves
+
+    # epoch, then a loss and an accuracy for the training and the validation split
+    lines = [f"{r},{r.split(',')[1]},{r.split(',')[2]}" for r in rows.splitlines()]
+    header = "epoch,loss,val_loss,accuracy,val_accuracy"
+    (tmp_path / HISTORY_CSV).write_text("\n".join([header, *lines]) + "\n")
+    fig = draw_curves(read_history(tmp_path))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert [list(line.get_xdata()) for line in ax.get_lines()] == [epochs, epochs]
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if low <= t <= high]
+        assert shown and all(float(t).is_integer() for t in shown), shown

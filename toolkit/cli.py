@@ -607,7 +607,7 @@ def _advice_lines(report: dict[str, Any]) -> list[str]:
 _OPTIONS: dict[str, bool] = {"verbose": False}
 #: TensorFlow's start-up lines: absl's "I0000 00:00:..." format and the two notes that follow.
 _TF_NOISE = re.compile(
-    r"[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ |WARNING: All log messages before absl::InitializeLog|"
+    r"[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |WARNING: All log messages before absl::InitializeLog|"
     r"To enable the following instructions: "
 )
 

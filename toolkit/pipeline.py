@@ -224,9 +224,9 @@ def decode_rows(
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         results: Iterable[tuple[int, str | None]] = pool.map(work, tasks)
         if progress:
-            from tqdm import tqdm
+            from toolkit.progress import progress_bar
 
-            results = tqdm(results, total=n, desc="decoding", unit="img", leave=False)
+            results = progress_bar(results, total=n, desc="decoding", unit="img", leave=False)
         for i, why in results:
             if why is not None:
                 problems[i] = why

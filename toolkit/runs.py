@@ -163,6 +163,14 @@ def model_file(folder: Path) -> Path:
     return model_path
 
 
+def check_run_folder(folder: Path) -> dict[str, Any]:
+    """run.json, checked, of a run folder that holds its model file: what `load_run` checks
+    before TensorFlow starts, so a command given a wrong folder is refused at once."""
+    config = read_run_config(folder)
+    model_file(folder)
+    return config
+
+
 def load_model(path: Path) -> Any:
     """A saved model in Keras' safe mode: no code from the file runs."""
     import keras
@@ -175,8 +183,8 @@ def load_model(path: Path) -> Any:
 def load_run(folder: Path) -> Run:
     """Load a run's model in Keras' safe mode (no code from the file runs) and its config."""
     folder = Path(folder)
-    config = read_run_config(folder)  # refused before TensorFlow loads
-    model_path = model_file(folder)
+    config = check_run_folder(folder)  # refused before TensorFlow loads
+    model_path = folder / MODEL_FILE
     try:
         model = load_model(model_path)
     except Exception as exc:
@@ -212,7 +220,8 @@ def check_resumable_files(folder: Path) -> None:
 
 
 def read_history(folder: Path) -> dict[str, list[float]]:
-    """history.csv as lists per metric; a resumed run's repeated epochs keep the last."""
+    """history.csv as lists per column, `epoch` (Keras' numbering, from 0) included; a
+    resumed run's repeated epochs keep the last."""
     history_csv = folder / HISTORY_CSV
     if not history_csv.exists() or history_csv.stat().st_size == 0:
         return {}
@@ -222,7 +231,7 @@ def read_history(folder: Path) -> dict[str, list[float]]:
         if len(deduplicated) != len(frame):  # a resumed run repeated epochs: keep one of each
             frame = deduplicated
             atomic_write(history_csv, lambda fh: frame.to_csv(fh, index=False))
-    return {c: frame[c].astype(float).tolist() for c in frame.columns if c != "epoch"}
+    return {c: frame[c].astype(int if c == "epoch" else float).tolist() for c in frame.columns}
 
 
 # ----------------------------------------------------------------------------- writing

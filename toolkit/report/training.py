@@ -13,6 +13,9 @@ from typing import Any
 from toolkit.paths import atomic_write
 from toolkit.report.charts import plain_text, png_bytes, shown
 
+#: Up to this many epochs, each has its own tick on the curves' x axis.
+MAX_EPOCH_TICKS = 12
+
 
 def _save(fig: Any, target: Path) -> Path:
     data = png_bytes(fig, dpi=110, bbox_inches="tight")
@@ -30,19 +33,34 @@ def _figure(ncols: int = 1, width: float = 5.0) -> tuple[Any, Any]:
 @plain_text
 def plot_curves(history: dict[str, Sequence[float]], target: Path, title: str = "") -> Path:
     """loss vs val_loss and accuracy vs val_accuracy per epoch, the tutorial's two plots."""
+    return _save(draw_curves(history, title), target)
+
+
+def draw_curves(history: dict[str, Sequence[float]], title: str = "") -> Any:
+    """The figure of `plot_curves`. Epochs are numbered as history.csv numbers them (its
+    `epoch` column when `history` has one, else from 0 as Keras counts), on whole-number
+    ticks only."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _figure(2)
+    n = len(history.get("loss") or [])
+    epochs = [int(e) for e in history.get("epoch") or range(n)]
     for ax, metric in zip(axes[0], ("loss", "accuracy"), strict=True):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             values = history.get(key) or []
             if len(values):
-                ax.plot(range(1, len(values) + 1), values, style, marker="o", ms=3, label=key)
-        ax.set_xlabel("epoch")
+                ax.plot(epochs[: len(values)], values, style, marker="o", ms=3, label=key)
+        if 0 < len(epochs) <= MAX_EPOCH_TICKS:  # few epochs: a tick on each, none between
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch (as in history.csv)")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
         fig.suptitle(shown(title))
-    return _save(fig, target)
+    return fig
 
 
 @plain_text
