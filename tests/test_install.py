@@ -4,6 +4,7 @@ runs without the train extra (TensorFlow, Keras, scikit-learn are never imported
 from __future__ import annotations
 
 import ast
+import configparser
 import subprocess
 import sys
 from importlib.metadata import distribution
@@ -75,3 +76,14 @@ def test_the_data_commands_never_import_the_training_stack(
 def test_the_probe_sees_a_training_package_that_was_imported(tmp_path: Path) -> None:
     code, loaded = _loaded_after(["--help"], tmp_path, first="import sklearn")
     assert (code, loaded) == (0, ["sklearn"])
+
+
+def test_the_readmes_validate_env_installs_the_package_alone() -> None:
+    # `tox -e validate` is the README's first command: it must not build the training stack
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(Path(__file__).resolve().parents[1] / "tox.ini", encoding="utf-8")
+    shared, validate = tox["testenv"], tox["testenv:validate"]
+    # an env's own key wins; without one it takes [testenv]'s, as tox does
+    assert validate.get("extras", shared.get("extras", "")).split() == []
+    assert validate.get("deps", shared.get("deps", "")).split() == []
+    assert "train" in shared["extras"].split()  # the other envs keep their extras
