@@ -335,3 +335,44 @@ def test_a_progress_bar_is_drawn_only_on_a_terminal(
     assert list(bar) == items
     assert isinstance(bar, tqdm) is drawn
     assert ("decoding" in stream.getvalue()) is drawn
+
+
+def test_evaluate_names_the_positive_class_and_prints_no_python_reprs(
+    quiet_run: dict[str, Any],
+) -> None:
+    out = quiet_run["evaluate"].stdout
+    assert "positive class: sad" in out
+    table = out.split("columns: predicted class)\n")[1].splitlines()
+    assert table[0].split() == ["happy", "sad"]
+    assert [row.split()[0] for row in table[1:3]] == ["happy", "sad"]
+    assert sum(int(n) for row in table[1:3] for n in row.split()[1:]) == 16
+    trained = quiet_run["train"].stdout
+    assert "classes: happy, sad;" in trained
+    for printed in (out, trained):
+        assert not re.search(r"\[\[|\['|', '", printed), printed
+
+
+@pytest.mark.parametrize(
+    ("labels", "matrix", "expected"),
+    [
+        (["happy", "sad"], [[16, 0], [1, 15]],
+         ["       happy    sad", "happy     16      0", "sad        1     15"]),
+        (["a", "b", "c"], [[1200, 0, 3], [0, 7, 0], [2, 0, 9]],
+         ["       a      b      c", "a  1,200      0      3", "b      0      7      0",
+          "c      2      0      9"]),
+        (["ok", "bad\x1b[2J"], [[1, 0], [0, 1]],
+         ["                    ok  bad\\x1b[2J", "ok                   1           0",
+          "bad\\x1b[2J           0           1"]),
+    ],
+    ids=[
+        "two classes",
+        "three classes and a count with thousands",
+        "a class name holding a terminal escape is shown escaped, columns kept",
+    ],
+)  # fmt: skip
+def test_the_confusion_matrix_prints_as_a_table_with_class_names(
+    labels: list[str], matrix: list[list[int]], expected: list[str]
+) -> None:
+    from toolkit.cli import confusion_table
+
+    assert confusion_table(labels, matrix) == expected

@@ -331,10 +331,20 @@ def evaluate(
         f"({scores['n_rejected']:,} rejected by profile {scores['profile']}, "
         f"{scores['n_left_out']:,} left out)"
     )
+    labels = scores["labels"]
+    if scores.get("positive_label") is not None:
+        _say(
+            f"  positive class: {scores['positive_label']} (precision, recall and F1 are its own; "
+            "ROC-AUC ranks its probability)"
+        )
+    else:
+        _say(f"  {len(labels)} classes: precision, recall, F1 and ROC-AUC are their mean")
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "expected_calibration_error"):
         value = scores[key]
         typer.echo(f"  {key:<28}{'n/a' if value is None else f'{value:.3f}'}")
-    _say(f"  confusion matrix (rows true {scores['labels']}): {scores['confusion_matrix']}")
+    _say("  confusion matrix (rows: true class, columns: predicted class)")
+    for line in confusion_table(labels, scores["confusion_matrix"]):
+        _say(f"    {line}")
     for key, group in scores.get("by_face", {}).items():
         right = "n/a" if group["accuracy"] is None else f"{group['accuracy']:.3f}"
         _say(f"  accuracy, {key.replace('_', ' '):<18}{right} ({group['n']:,} files)")
@@ -450,7 +460,7 @@ def _say(line: str, *, err: bool = False) -> None:
 
 def _echo_training(result: Any) -> None:
     echo = _say
-    echo(f"classes {result.labels}; files per split:")
+    echo(f"classes: {', '.join(result.labels)}; files per split:")
     for split, counts in result.split_counts.items():
         echo(f"  {split:<11}" + "  ".join(f"{k} {v:,}" for k, v in counts.items()))
     for path, why in result.left_out[:MAX_FINDING_LINES]:
@@ -463,6 +473,21 @@ def _echo_training(result: Any) -> None:
     )
     echo(f"fit: {result.diagnosis}")
     echo(f"run folder: {result.folder} ({result.seconds:.0f} s)")
+
+
+def confusion_table(labels: list[str], matrix: list[list[int]]) -> list[str]:
+    """The confusion matrix as aligned lines: a header of predicted classes, then one row per
+    true class; names shown escaped (a control character cannot break the columns)."""
+    names = [escape_controls(str(name)) for name in labels]
+    cells = [[f"{count:,}" for count in row] for row in matrix]
+    width = max(len(text) for text in [*names, *(c for row in cells for c in row)])
+    first = max(len(name) for name in names)
+    header = " " * first + "".join(f"  {name:>{width}}" for name in names)
+    rows = [
+        f"{name:<{first}}" + "".join(f"  {c:>{width}}" for c in row)
+        for name, row in zip(names, cells, strict=True)
+    ]
+    return [header.rstrip(), *rows]
 
 
 def _ensure_demo_data(folder: Path) -> Path:
