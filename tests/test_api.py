@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from test_train import write_learnable_folder
 
 import toolkit
+import toolkit.train
 from toolkit.check import check_folder
 from toolkit.cli import main
-from toolkit.errors import OutputError
+from toolkit.errors import OutputError, UsageError
 from toolkit.manifest import read_manifest
 
 
@@ -165,6 +166,16 @@ def test_train_folder_refuses_a_run_folder_inside_the_data(tmp_path: Path) -> No
     with pytest.raises(OutputError, match="never writes among the files it reads"):
         toolkit.train_folder(data, data / "run")
     assert not (data / "run").exists()
+
+
+def test_train_folder_without_the_train_extra_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(toolkit.train, "TRAIN_EXTRA_MODULES", ("tensorflow", "no_such_module"))
+    data = write_learnable_folder(tmp_path / "data")
+    with pytest.raises(UsageError, match=r"pip install 'imagefolder-toolkit\[train\]'"):
+        toolkit.train_folder(data, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_import_toolkit_stays_cheap() -> None:

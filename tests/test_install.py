@@ -15,6 +15,8 @@ from conftest import TINY_PROFILE
 from corpus import write_clean_folder
 
 import toolkit
+import toolkit.train
+from toolkit.cli import main
 
 #: The distribution's name on PyPI (`toolkit` there is an unrelated package); the import
 #: package and the console script stay `toolkit`.
@@ -87,3 +89,15 @@ def test_the_readmes_validate_env_installs_the_package_alone() -> None:
     assert validate.get("extras", shared.get("extras", "")).split() == []
     assert validate.get("deps", shared.get("deps", "")).split() == []
     assert "train" in shared["extras"].split()  # the other envs keep their extras
+
+
+def test_train_without_the_train_extra_exits_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(toolkit.train, "TRAIN_EXTRA_MODULES", ("no_such_module",))
+    write_clean_folder(tmp_path / "data", n_per_class=4)
+    (tmp_path / "tiny.toml").write_text(TINY_PROFILE, encoding="utf-8")
+    args = ["train", str(tmp_path / "data"), "--profile", str(tmp_path / "tiny.toml")]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    assert f"pip install '{DISTRIBUTION}[train]'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

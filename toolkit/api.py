@@ -181,8 +181,9 @@ def train_folder(
     from toolkit.models import get_recipe
     from toolkit.outputs import check_new_folder, check_output
     from toolkit.profiles import load_profile
-    from toolkit.train import TrainOptions, merge_manifests, train_model
+    from toolkit.train import TrainOptions, merge_manifests, require_train_extra, train_model
 
+    require_train_extra()  # before a long scan
     roots = [Path(data)] if isinstance(data, str | PathLike) else [Path(d) for d in data]
     given = [profile] if isinstance(profile, str | PathLike) else list(profile or [])
     out = Path(out)

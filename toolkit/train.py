@@ -14,6 +14,7 @@ folder: the others write into a temporary folder of their own, removed when they
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit import __version__
+from toolkit import DISTRIBUTION, __version__
 from toolkit.errors import RecordError, TrainingError, UsageError
 from toolkit.groups import NEAR_PHASH_DISTANCE
 from toolkit.manifest import ACCEPTED, normalise_manifest, read_manifest, write_manifest
@@ -85,6 +86,8 @@ IMBALANCE_RATIO = 1.2
 OVERFIT_RATIO = 1.5
 #: Where a run trains: one device, every local GPU, or every process of a TF_CONFIG cluster.
 STRATEGIES = ("default", "mirrored", "multiworker")
+#: What training imports beyond the package itself: the `train` extra (pyproject.toml).
+TRAIN_EXTRA_MODULES = ("tensorflow", "sklearn")
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,18 @@ def train_model(
         return write_run(plan, folder, record, metrics, history, decoded, started)
 
 
+def require_train_extra() -> None:
+    """Refuse (UsageError) where the `train` extra is not installed, before any data is read:
+    `pip install .` validates, and training says what to install."""
+    missing = [m for m in TRAIN_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"training needs {' and '.join(missing)}, which the package alone does not "
+            f"install: pip install '{DISTRIBUTION}[train]' (or, from a clone, "
+            "pip install '.[train]')"
+        )
+
+
 def plan_run(
     manifest: pd.DataFrame | None,
     out: Path,
@@ -288,6 +303,7 @@ def plan_run(
 ) -> Plan:
     """Plan: the options (a resumed run's own), the split, and what will be trained. Every
     refusal that needs no TensorFlow happens here, before the run folder is made."""
+    require_train_extra()
     if resume:
         config, manifest = _resume_state(out)
         options = _resumed_options(config, out / RUN_JSON)
