@@ -64,6 +64,13 @@ LIMITS: dict[str, Limit] = {
     "scan_peak_rss_growth": Limit("ceiling", 1.25, 1.25),
     # peak resident memory of a training epoch, less the decoded cache, larger / smaller
     "train_peak_rss_growth": Limit("ceiling", 1.15, 1.15),
+    # toolkit validate: a first run's seconds / a re-run's on the unchanged folder
+    "revalidate_unchanged": Limit("floor", 10.0, 3.0),
+    # 1% of the files changed: the re-run's seconds over an unchanged re-run's, as a share
+    # of a first run's (the changed files' own cost: about 1%)
+    "revalidate_one_percent": Limit("ceiling", 0.03, 0.15),
+    # a first run's seconds / a re-run's under another profile with the same scan options
+    "revalidate_profile_only": Limit("floor", 10.0, 3.0),
 }
 
 #: Targets the full run is known to miss, and why (see docs/performance.md).

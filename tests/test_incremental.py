@@ -118,6 +118,29 @@ def test_a_file_whose_stat_matches_but_bytes_differ_is_scanned_again(clean_root:
     pd.testing.assert_frame_equal(manifest, previous)
 
 
+def test_a_file_whose_decode_ran_out_of_memory_is_scanned_again(clean_root: Path) -> None:
+    options = ScanOptions(detect_faces=False)
+    previous = scan_folder(clean_root, jobs=1, options=options)
+    failed = previous.copy()
+    failed.attrs = dict(previous.attrs)
+    failed.loc[0, ["is_decodable", "decode_error"]] = [False, "MemoryError: "]
+    manifest, counts = rescan_folder(clean_root, failed, jobs=1, options=options)
+    assert (counts.n_reused, counts.n_scanned) == (7, 1)
+    pd.testing.assert_frame_equal(manifest, previous)
+
+
+def test_a_file_that_is_not_an_image_is_not_decoded_again(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_clean_folder(root, n_per_class=2)
+    (root / "sad" / "notes.jpg").write_text("not a picture", encoding="utf-8")
+    options = ScanOptions(detect_faces=False)
+    previous = scan_folder(root, jobs=1, options=options)
+    assert previous["decode_error"].notna().sum() == 1
+    manifest, counts = rescan_folder(root, previous, jobs=1, options=options)
+    assert (counts.n_reused, counts.n_scanned) == (5, 0)
+    pd.testing.assert_frame_equal(manifest, previous)
+
+
 def test_changing_only_the_profile_rules_reruns_the_rules_not_the_scan(
     clean_root: Path, tiny_profile: Path, tmp_path: Path
 ) -> None:

@@ -137,9 +137,9 @@ def rescan_folder(
     by the same scanner, `scanner_identity`) for the files that have not changed.
 
     A row is reused only for a regular file (not a link) whose size, mtime, inode and ctime
-    are the row's and whose bytes still hash to its SHA-256, and only when it was read and
-    decoded (or refused by a decode limit): everything else is scanned again. The manifest
-    is the one a full scan gives."""
+    are the row's and whose bytes still hash to its SHA-256, and only when it was read
+    (and its decode did not run out of memory): links, special files, unreadable entries
+    and the rest are scanned again. The manifest is the one a full scan gives."""
     root = Path(root)
     if not root.exists():
         raise DataRootError(root, "no such folder")
@@ -190,8 +190,8 @@ def _reusable_rows(
         & previous["is_inside_root"].fillna(False)
         & ~previous["is_symlink"].fillna(True)
         & previous["read_error"].isna()
-        # a decode error may have been passing (memory): only a decode limit's is kept
-        & (previous["is_decodable"].fillna(False) | _limit_refused(previous["decode_error"]))
+        # running out of memory says nothing about the file: that one is tried again
+        & ~previous["decode_error"].fillna("").str.startswith("MemoryError")
         & previous[_REUSE_KEY].notna().all(axis=1)
     ).to_numpy(dtype=bool)
     positions = np.flatnonzero(usable)
@@ -201,10 +201,6 @@ def _reusable_rows(
         path: (int(at), key)
         for path, at, key in zip(chosen["path"].tolist(), positions, keys, strict=True)
     }
-
-
-def _limit_refused(decode_error: pd.Series) -> pd.Series:
-    return decode_error.fillna("").str.startswith("not decoded:")
 
 
 def _unchanged(full: str, key: tuple[Any, ...]) -> bool:
