@@ -97,18 +97,60 @@ def test_report_states_verdict_profile_and_every_rule_in_words(
         assert row.find_all("td", "severity")[0].text == rule["severity"]
 
 
-def test_every_rejected_file_is_shown_under_its_rule_with_its_detail(
+def test_every_rejected_file_is_shown_once_with_every_rule_it_breaks(
     hostile_page: tuple[Validation, str, Element],
 ) -> None:
     result, _, page = hostile_page
     blocking = [f for f in result.findings if f.severity == "error" and not _dataset_wide(f.path)]
     assert {f.path for f in blocking} == set(result.rejected["path"])
-    for f in blocking:
-        section = page.by_id(f"group-{f.rule}")
-        assert section.attrs["data-count"] == str(result.by_rule()[f.rule])
-        card = file_cards(section)[f.path]
-        assert card.find_all("code", "path")[0].text == " ".join(f.path.split())
-        assert " ".join(f.detail.split()) in card.text
+    for rule, n in result.by_rule().items():
+        if n and not _dataset_wide(next(f.path for f in result.findings if f.rule == rule)):
+            assert page.by_id(f"group-{rule}").attrs["data-count"] == str(n)
+    sets = page.find_all("div", "set")
+    in_sets = {p for s in sets for p in file_cards(s)}
+    rules_of: dict[str, set[str]] = {}
+    for f in result.findings:
+        rules_of.setdefault(f.path, set()).add(f.rule)
+    shown: dict[str, int] = {}
+    for section in page.find_all("section", "group"):
+        # in a set, the set's rule is the heading and the twin beside: the card lists the rest
+        heading = section.attrs["data-rule"] if "sets-group" in section.classes else None
+        for path, card in file_cards(section).items():
+            shown[path] = shown.get(path, 0) + (heading is None)
+            assert card.find_all("code", "path")[0].text == " ".join(path.split())
+            items = {str(li.attrs["data-rule"]): li.text for li in card.find_all("li")}
+            assert set(items) == rules_of.get(path, set()) - {heading}, path
+            for f in result.findings:
+                if f.path == path and f.rule in items:
+                    assert " ".join(f.detail.split()) in items[f.rule]
+    several = 0
+    for path in {f.path for f in blocking}:
+        assert shown.get(path, 0) == (0 if path in in_sets else 1), path  # once, or by a copy
+        several += len(rules_of[path]) > 1
+    assert several, "the hostile folder has files that break several rules"
+
+
+def test_copies_are_marked_kept_or_rejected(
+    hostile: HostileCorpus, hostile_page: tuple[Validation, str, Element]
+) -> None:
+    result, _, page = hostile_page
+    status = result.manifest.set_index("path")["status"]
+    marked = {}
+    for s in page.find_all("div", "set"):
+        for path, card in file_cards(s).items():
+            word = "kept" if status[path] == "accepted" else "rejected"
+            assert card.attrs["data-status"] == word and word in card.text, path
+            marked[path] = word
+    assert marked[hostile.cases["label_conflict"]] == "rejected"  # both labels lose the copy
+    assert marked[hostile.cases["exact_duplicate"]] == "kept"  # a warning: both copies train
+
+
+def test_page_opens_with_dataset_wide_findings_then_counts_then_examples(
+    hostile_page: tuple[Validation, str, Element],
+) -> None:
+    _, text, _ = hostile_page
+    at = [text.index(f'<section id="{s}"') for s in ("dataset", "rules", "charts", "rejected")]
+    assert at == sorted(at)
 
 
 def test_dataset_wide_findings_are_listed(hostile_page: tuple[Validation, str, Element]) -> None:
@@ -332,7 +374,7 @@ def test_validate_writes_report_html_and_says_where(
     assert main(argv) == 1
     printed = capsys.readouterr().out
     assert f"report: {out / REPORT_HTML}" in printed
-    assert f"see {out / REPORT_HTML}" in printed  # the findings cut at 20 point to it
+    assert f"findings: {out / REPORT_HTML})" in printed  # the examples point to every finding
     report = json.loads((out / "report.json").read_text())
     assert report["seconds"]["report"] >= 0
     page = parse_html((out / REPORT_HTML).read_text(encoding="utf-8"))

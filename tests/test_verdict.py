@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_dataset
 from corpus import write_image
+from htmltree import parse_html
 
 from toolkit.cli import EXAMPLES_PER_RULE, main
 from toolkit.profiles import load_profile
@@ -92,6 +93,23 @@ def test_advice_when_one_rule_rejects_more_than_the_share(
     else:
         assert advice["rules"] == {} and advice["other_profiles"] == {}
         assert "would accept" not in text
+
+
+def test_report_html_gives_the_advice_above_the_rule_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_thumbnails(tmp_path / "d", 6, 1)
+    main(["validate", str(root), "--out", str(tmp_path / "o"), "--no-faces"])
+    capsys.readouterr()
+    text = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    page = parse_html(text)
+    advice = page.by_id("advice")
+    (heavy,) = advice.find_all("p", "heavy-rule")
+    assert heavy.attrs["data-rule"] == "min_file_bytes" and "13 of 15 files" in heavy.text
+    others = {li.attrs["data-profile"]: li.text for li in advice.find_all("li", "other-profile")}
+    assert set(others) == {"scraped", "small-faces"}
+    assert "would accept 14 of 15" in others["scraped"]
+    assert text.index('id="advice"') < text.index('<section id="rules"')
 
 
 def test_advice_counts_files_the_scan_left_undecoded_for_a_profile_that_would_decode_them(

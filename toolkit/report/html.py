@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from toolkit.manifest import ACCEPTED
 from toolkit.paths import atomic_write_text
 from toolkit.report import REPORT_HTML
 from toolkit.report.charts import Chart, plot_classes, plot_dimensions, plot_file_sizes, shown
@@ -28,25 +29,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Files shown per rule (in path order); the rest are counted: "and N more".
-MAX_FILES_PER_GROUP = 24
+#: Files shown per rule (in path order); the rest are counted: "and N more". A file that
+#: breaks several rules is shown once, under the first of them on the page, with all of them.
+MAX_FILES_PER_GROUP = 8
 #: Sets of the same picture shown per rule, and files shown per set.
-MAX_SETS_PER_RULE = 12
+MAX_SETS_PER_RULE = 8
 MAX_FILES_PER_SET = 6
-#: Files shown in a thumbnail strip (files where no face was found).
-MAX_FILES_PER_STRIP = 48
+#: Files shown in a thumbnail strip (files where no face was found). The page shows examples;
+#: report.json and the manifest hold every file.
+MAX_FILES_PER_STRIP = 16
 #: Dataset-wide findings listed (one per class at most for most rules).
 MAX_DATASET_FINDINGS = 200
 
 
 @dataclass(frozen=True)
 class ShownFile:
-    """One file on the page: its path, class, what is wrong with it, and its thumbnail."""
+    """One file on the page: its path, class, every rule it breaks (rule, severity,
+    detail), whether it was kept for training, and its thumbnail."""
 
     path: str
     label: str
-    detail: str
+    findings: tuple[tuple[str, str, str], ...]
     thumb: Thumbnail
+    #: "kept" (accepted: it reaches training) or "rejected"
+    status: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,13 @@ class FileGroup:
     files: list[ShownFile] = field(default_factory=list)
     sets: list[FileSet] = field(default_factory=list)
     n_sets: int = 0
+    #: flagged files shown once already, under another rule or in a set of copies
+    n_elsewhere: int = 0
 
     @property
     def n_more(self) -> int:
         """Flagged files the page does not show."""
-        return self.n_files - len(self.files)
+        return self.n_files - len(self.files) - self.n_elsewhere
 
     @property
     def n_more_sets(self) -> int:
@@ -108,10 +116,21 @@ def _context(validation: Validation, report: dict[str, Any], jobs: int | None) -
         (dataset_wide if kinds.get(f.rule) == "dataset" else by_rule[f.rule]).append(f)
 
     rows = manifest.drop_duplicates("path").set_index("path", drop=False)
-    groups = [
-        _group(rules[name], found, rows, validation)
-        for name, found in sorted(by_rule.items(), key=lambda kv: list(rules).index(kv[0]))
-    ]
+    of_file: dict[str, list[Finding]] = defaultdict(list)
+    for f in validation.findings:
+        if kinds.get(f.rule) != "dataset":
+            of_file[f.path].append(f)
+    ordered = sorted(by_rule.items(), key=lambda kv: list(rules).index(kv[0]))
+    # sets first: a copy is shown beside its twin; then each other file once, in page order
+    sets = [_group(rules[n], found, rows, of_file, validation, set()) for n, found in ordered
+            if rules[n].report_layout == "sets"]  # fmt: skip
+    placed = {f.path for g in sets for s in g.sets for f in s.files}
+    page_order = sorted(
+        (kv for kv in ordered if rules[kv[0]].report_layout != "sets"),
+        key=lambda kv: _PAGE_ORDER[(rules[kv[0]].severity == "error", rules[kv[0]].report_layout)],
+    )
+    groups = [_group(rules[n], found, rows, of_file, validation, placed) for n, found in page_order]
+    groups += sets
     shown = {f.path for g in groups for f in g.files} | {
         f.path for g in groups for s in g.sets for f in s.files
     }
@@ -173,9 +192,21 @@ def _context(validation: Validation, report: dict[str, Any], jobs: int | None) -
     }
 
 
+#: Where a grid or strip sits on the page (rejected files, no face, other warnings): a file
+#: is shown under the first group on the page that flags it.
+_PAGE_ORDER = {(True, "grid"): 0, (True, "strip"): 1, (False, "strip"): 1, (False, "grid"): 2}
+
+
 def _group(
-    rule: Any, found: list[Finding], rows: pd.DataFrame, validation: Validation
+    rule: Any,
+    found: list[Finding],
+    rows: pd.DataFrame,
+    of_file: dict[str, list[Finding]],
+    validation: Validation,
+    placed: set[str],
 ) -> FileGroup:
+    """The rule's files not yet `placed` on the page (sets: every member, beside its
+    twins); the files it shows are added to `placed`."""
     layout = str(rule.report_layout)
     group = FileGroup(rule.name, rule.rule, rule.severity, layout, n_files=len(found))
     if layout == "sets":
@@ -183,14 +214,17 @@ def _group(
         group.n_sets = len(members)
         group.sets = [
             FileSet(
-                [_shown(p, details.get(p, ""), rows) for p in paths[:MAX_FILES_PER_SET]],
+                [_shown(p, of_file, rows) for p in paths[:MAX_FILES_PER_SET]],
                 max(0, len(paths) - MAX_FILES_PER_SET),
             )
-            for paths, details in members[:MAX_SETS_PER_RULE]
+            for paths, _ in members[:MAX_SETS_PER_RULE]
         ]
         return group
     cap = MAX_FILES_PER_STRIP if layout == "strip" else MAX_FILES_PER_GROUP
-    group.files = [_shown(f.path, f.detail, rows) for f in sorted(found)[:cap]]
+    fresh = sorted({f.path for f in found} - placed)
+    group.n_elsewhere = len({f.path for f in found}) - len(fresh)
+    group.files = [_shown(path, of_file, rows) for path in fresh[:cap]]
+    placed.update(fresh[:cap])
     return group
 
 
@@ -214,13 +248,22 @@ def _sets(
     return [(paths, details) for paths in sets]
 
 
-def _shown(path: str, detail: str, rows: pd.DataFrame) -> ShownFile:
+def _shown(path: str, of_file: dict[str, list[Finding]], rows: pd.DataFrame) -> ShownFile:
+    """A file with all its findings, blocking ones first, and whether it was kept."""
     label = rows.at[path, "label"] if path in rows.index else None
-    return ShownFile(path, "" if pd.isna(label) else str(label), detail, Thumbnail(None))
+    status = rows.at[path, "status"] if path in rows.index else None
+    found = sorted(of_file.get(path, []), key=lambda f: (f.severity != "error", f.rule))
+    return ShownFile(
+        path,
+        "" if pd.isna(label) else str(label),
+        tuple((f.rule, f.severity, f.detail) for f in found),
+        Thumbnail(None),
+        "" if pd.isna(status) else ("kept" if status == ACCEPTED else "rejected"),
+    )
 
 
 def _with_thumb(f: ShownFile, thumbs: dict[str, Thumbnail]) -> ShownFile:
-    return ShownFile(f.path, f.label, f.detail, thumbs[f.path])
+    return replace(f, thumb=thumbs[f.path])
 
 
 def _template() -> Any:
