@@ -170,7 +170,8 @@ def test_validate_joins_a_running_scheduler(client, hostile, tmp_path: Path) -> 
     local, dask = (read_manifest(tmp_path / d) for d in ("local", "dask"))
     pd.testing.assert_frame_equal(local, dask)
     reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("local", "dask")]
-    assert reports[1]["seconds"].keys() == {"cluster", "scan_and_validate", "write"} | {
+    # "advice": the other built-in profiles judge the same manifest (a quarter is undecodable)
+    assert reports[1]["seconds"].keys() == {"cluster", "scan_and_validate", "write", "advice"} | {
         f"dask_{step}"
         for step in ("list", "scan", "file_rules", "content_rules", "verdicts", "dataset_rules")
     }
