@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.train",),
     ("toolkit.evaluate",),
     ("toolkit.predict",),
+    ("toolkit.export",),  # a run's model for serving without the toolkit
     ("toolkit.demo",),  # the demo set
     ("toolkit.api",),  # the Python API: the CLI's verbs as functions, for notebooks
     ("toolkit.cli",),

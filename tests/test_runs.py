@@ -222,3 +222,37 @@ def test_the_curves_number_epochs_as_history_csv_does_on_whole_ticks(
         low, high = ax.get_xlim()
         shown = [t for t in ax.get_xticks() if low <= t <= high]
         assert shown and all(float(t).is_integer() for t in shown), shown
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ({}, {"epochs": 20, "learning_rate": 1e-3, "patience": 5, "image_size": 256}),
+        (
+            {"epochs": 3, "learning_rate": 0.01, "patience": 2, "image_size": 32},
+            {"epochs": 3, "learning_rate": 0.01, "patience": 2, "image_size": 32},
+        ),
+    ],
+    ids=["nothing given: the model's own values", "every value given: those values"],
+)
+def test_run_json_records_the_values_training_uses_never_null(
+    tmp_path: Path, tiny_profile: Path, given: dict[str, object], used: dict[str, object]
+) -> None:
+    from test_train import write_learnable_folder
+
+    from toolkit.check import check_folder
+    from toolkit.profiles import load_profile
+    from toolkit.train import TrainOptions, _run_record, plan_run
+
+    profile = load_profile(str(tiny_profile))
+    manifest = check_folder(write_learnable_folder(tmp_path / "data"), profile).manifest
+    plan = plan_run(manifest, tmp_path / "run", TrainOptions(model="seed", **given))
+
+    class OneDevice:
+        num_replicas_in_sync = 1
+
+    record = _run_record(plan, OneDevice(), profile=profile, profile_specs=None, command="")
+    options = record["options"]
+    assert None not in options.values()
+    assert {k: options[k] for k in used} == used
+    assert options["image_size"] == record["input"]["size"]

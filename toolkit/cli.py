@@ -375,6 +375,38 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `toolkit train`.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="savedmodel (TensorFlow) or tflite (LiteRT).")
+    ] = "savedmodel",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="A new folder for the export [RUN/export/FORMAT]."),
+    ] = None,
+) -> None:
+    """Write the run's model for serving without the toolkit: uint8 pixels in, one
+    probability per class out (scaling, flip averaging and calibration inside).
+
+    Beside it, labels.txt names the classes and export.json says what to do to an image
+    first (decode, crop the face, resize).
+    """
+    from toolkit.export import export_target
+
+    export_target(run, fmt, out)  # a wrong run, format or folder is refused before TensorFlow
+    _start_tensorflow()
+    from toolkit.export import export_run
+
+    done = export_run(run, fmt, out)
+    size = "x".join(map(str, done.input_shape))
+    _say(
+        f"{done.path}: {done.format} export of {run}; input uint8 {size} "
+        f"({'face crops' if done.crop_faces else 'whole images'}), output the probabilities "
+        f"of {', '.join(done.labels)}; see export.json"
+    )
+
+
 @app.command("demo-data")
 def demo_data(
     folder: Annotated[Path, typer.Argument(help="Where to write the demo set.")] = DEMO_DIR,

@@ -365,7 +365,15 @@ def _run_record(
         "command": command,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": TRAINING,
-        "options": {**asdict(options), "ratios": list(options.ratios)},
+        # the values used, the model's own where none was given (a resumed run reads them)
+        "options": {
+            **asdict(options),
+            "ratios": list(options.ratios),
+            "epochs": plan.epochs,
+            "learning_rate": options.learning_rate or recipe.learning_rate,
+            "patience": options.patience or recipe.patience,
+            "image_size": plan.spec.size,
+        },
         "model": {
             "name": recipe.name,
             "summary": recipe.summary,
