@@ -11,11 +11,13 @@ import pytest
 from conftest import shared_dataset
 from corpus import write_image
 from htmltree import parse_html
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from toolkit.cli import EXAMPLES_PER_RULE, main
+from toolkit.cli import EXAMPLES_PER_RULE, _examples, main
 from toolkit.profiles import load_profile
 from toolkit.scan import scan_folder
-from toolkit.validate import ADVICE_SHARE, advise, validate_manifest
+from toolkit.validate import ADVICE_SHARE, Finding, advise, validate_manifest
 
 #: a text file loose in the root: it breaks several rules (in_class_folder, decodable, ...)
 LOOSE = "README.md"
@@ -64,6 +66,30 @@ def test_a_file_breaking_several_rules_is_one_line_with_all_its_rules(
     mine = [s for s in lines if s.strip().startswith(f"{LOOSE}:")]
     assert len(mine) == 1, lines
     assert all(f"{rule}:" in mine[0] for rule in its_rules), mine[0]
+
+
+RULES = {"a": "error", "b": "error", "c": "warning", "d": "warning"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.tuples(st.sampled_from(["x.jpg", "y.jpg", "z.png", "w.bmp", "v.gif"]),
+                         st.sampled_from(sorted(RULES))), max_size=20))  # fmt: skip
+def test_examples_print_each_file_once_with_all_its_rules(pairs: set[tuple[str, str]]) -> None:
+    findings = [Finding(path, rule, RULES[rule], f"{rule} of {path}") for path, rule in pairs]
+    examples = _examples(findings, {r: {"severity": sev} for r, sev in RULES.items()})
+    lines = [line for _, shown in examples for line in shown]
+    printed = [line.split(": ", 1)[0] for line in lines]
+    assert len(printed) == len(set(printed))  # one line per file
+    for path, line in zip(printed, lines, strict=True):
+        assert all(f"{f.rule}: {f.detail}" in line for f in findings if f.path == path)
+    assert all(len(shown) <= EXAMPLES_PER_RULE for _, shown in examples)
+    # every rule is illustrated, unless its files were all printed under an earlier rule
+    headed = [rule for rule, _ in examples]
+    for rule in {r for _, r in pairs} - set(headed):
+        assert {p for p, r in pairs if r == rule} <= set(printed)
+    # blocking rules come first
+    severities = [RULES[r] for r in headed]
+    assert severities == sorted(severities)
 
 
 @pytest.mark.parametrize(
