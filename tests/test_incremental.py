@@ -172,10 +172,34 @@ def test_rows_scanned_under_other_scan_options_are_scanned_again(
     pd.testing.assert_frame_equal(manifest, scan_folder(clean_root, jobs=1, options=now))
 
 
-def test_rows_from_another_toolkit_version_are_scanned_again(clean_root: Path) -> None:
+def other_version(scanner: dict) -> None:
+    scanner["versions"]["toolkit"] = "0.0.1"
+
+
+def other_pillow(scanner: dict) -> None:
+    scanner["versions"]["pillow"] = "1.0"
+
+
+def other_code(scanner: dict) -> None:
+    scanner["code"] = "0" * 64
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [other_version, other_pillow, other_code],
+    ids=[
+        "rows from another toolkit version",
+        "rows decoded by another Pillow",
+        "rows written by other scanning code (a source checkout edited)",
+    ],
+)
+def test_rows_from_another_scanner_are_scanned_again(
+    edit: Callable[[dict], None], clean_root: Path
+) -> None:
     options = ScanOptions(detect_faces=False)
     previous = scan_folder(clean_root, jobs=1, options=options)
-    previous.attrs[SCANNER_KEY]["versions"]["toolkit"] = "0.0.1"
+    assert rescan_folder(clean_root, previous, jobs=1, options=options)[1].n_reused == 8
+    edit(previous.attrs[SCANNER_KEY])
     assert rescan_folder(clean_root, previous, jobs=1, options=options)[1].n_reused == 0
 
 

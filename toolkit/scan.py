@@ -77,10 +77,9 @@ class ScanOptions:
 
 #: The manifest attrs key recording what wrote the scan's rows (`scanner_identity`).
 SCANNER_KEY = "scanner"
-#: The distributions whose versions decide what a scan writes for the same bytes: the
-#: toolkit's own, the decoder, the hashes, the sniffer and the face detector's runtimes.
+#: The distributions whose versions decide what a scan writes for the same bytes (with the
+#: toolkit's own): the decoder, the hashes, the sniffer and the face detector's runtimes.
 _SCANNER_DISTRIBUTIONS = (
-    "toolkit",
     "pillow",
     "imagehash",
     "filetype",
@@ -88,6 +87,9 @@ _SCANNER_DISTRIBUTIONS = (
     "opencv-python",
     "ai-edge-litert",
 )
+#: The modules whose code writes a row: a source checkout edited without a new version
+#: still rescans (their bytes are part of the scanner's identity).
+_SCANNER_MODULES = ("toolkit.scan", "toolkit.faces", "toolkit.images")
 #: The stat facts and the content hash a reused row must still match (manifest columns).
 _REUSE_KEY = ["file_bytes", "mtime_ns", "inode", "ctime_ns", "sha256"]
 
@@ -102,16 +104,23 @@ class ScanCounts:
 
 def scanner_identity(options: ScanOptions) -> dict[str, Any]:
     """What a scan's rows depend on besides the files: the versions of the toolkit and its
-    decoding libraries, and the scan's options. Rows are reused only under an equal one."""
+    decoding libraries, the scanning code itself, and the scan's options. Rows are reused
+    only under an equal one."""
     from importlib.metadata import PackageNotFoundError, version
 
-    versions: dict[str, str | None] = {}
+    from toolkit import __version__
+
+    versions: dict[str, str | None] = {"toolkit": __version__}
     for name in _SCANNER_DISTRIBUTIONS:
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = None
-    return {"versions": versions, "options": asdict(options)}
+    code = hashlib.sha256()
+    for name in _SCANNER_MODULES:
+        with open(sys.modules[name].__file__ or "", "rb") as fh:  # imported above: present
+            code.update(fh.read())
+    return {"versions": versions, "code": code.hexdigest(), "options": asdict(options)}
 
 
 def scan_folder(
