@@ -9,6 +9,7 @@ reading.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -116,11 +117,16 @@ def scanner_identity(options: ScanOptions) -> dict[str, Any]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = None
+    return {"versions": versions, "code": _code_digest(), "options": asdict(options)}
+
+
+@functools.cache  # the code this process loaded, read once: not what is on disk later
+def _code_digest() -> str:
     code = hashlib.sha256()
     for name in _SCANNER_MODULES:
         with open(sys.modules[name].__file__ or "", "rb") as fh:  # imported above: present
             code.update(fh.read())
-    return {"versions": versions, "code": code.hexdigest(), "options": asdict(options)}
+    return code.hexdigest()
 
 
 def scan_folder(
