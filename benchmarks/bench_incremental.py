@@ -60,10 +60,15 @@ class Rounds:
         self.reports[kind] = json.loads((out / "report.json").read_text(encoding="utf-8"))
         return self.reports[kind]
 
-    def best(self, kind: str) -> float:
-        """The fastest counted round (the first, a warm-up, is left out where there are more)."""
+    def counted(self, kind: str) -> list[float]:
+        """The seconds of the counted rounds (the first, a warm-up, is left out where there
+        are more)."""
         times = self.seconds[kind]
-        return best(times[1:] if len(times) > 1 else times)
+        return times[1:] if len(times) > 1 else times
+
+    def best(self, kind: str) -> float:
+        """The fastest counted round."""
+        return best(self.counted(kind))
 
 
 def copy_web_sets(target: Path) -> Folder | None:
@@ -136,7 +141,7 @@ def record(runs: Rounds, folder: Folder, results: Session, judge: Callable) -> d
         ("profile", "only the profile changed"),
     ):
         results.add(
-            "incremental", what, n / runs.best(kind), "files/s", label, spread(runs.seconds[kind])
+            "incremental", what, n / runs.best(kind), "files/s", label, spread(runs.counted(kind))
         )
     scan_first = runs.reports["first"]["seconds"]["scan"]
     scan_again = runs.reports["unchanged"]["seconds"]["scan"]
