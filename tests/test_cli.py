@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from conftest import snapshot
 from corpus import HostileCorpus, write_single_class_folder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolkit import __version__
 from toolkit.cli import main
@@ -376,3 +378,22 @@ def test_the_confusion_matrix_prints_as_a_table_with_class_names(
     from toolkit.cli import confusion_table
 
     assert confusion_table(labels, matrix) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=12), min_size=2, max_size=4, unique=True),
+    st.integers(0, 10**6),
+)
+def test_any_class_names_give_a_confusion_table_of_aligned_lines_a_terminal_cannot_obey(
+    labels: list[str], count: int
+) -> None:
+    from toolkit.cli import confusion_table
+    from toolkit.text import escape_controls
+
+    matrix = [[count if i == j else 0 for j in range(len(labels))] for i in range(len(labels))]
+    header, *rows = confusion_table(labels, matrix)
+    assert len(rows) == len(labels)
+    assert len({len(row) for row in rows}) == 1 and len(header.rstrip()) <= len(rows[0])
+    # nothing a terminal would obey is left: escaping again changes nothing
+    assert all(escape_controls(line) == line for line in (header, *rows))
