@@ -4,9 +4,8 @@ Each round runs `toolkit validate --no-html` four times on one writable copy of 
 a first run (`--no-cache`: every file scanned), the same folder unchanged, the folder with
 1% of its files touched (their times change, so they are scanned again), and the folder
 unchanged under another profile whose rules differ (one threshold) but whose scan options
-do not. Every
-ratio compares figures of the same rounds; the whole process start-up is not in them (the
-runs share one interpreter, as the other suites' do).
+do not. Every ratio compares figures of the same rounds; the whole process start-up is not
+in them (the runs share one interpreter, as the other suites' do).
 """
 
 from __future__ import annotations
