@@ -31,8 +31,8 @@ from toolkit.validate import Validation
 
 #: The engines `check_folder` (and `toolkit validate --engine`) knows by name.
 ENGINES = ("local", "dask")
-#: report.json's key for how many rows the local engine's scan reused and how many it
-#: scanned ({"n_reused": .., "n_scanned": ..}); the Dask engine scans every file, says nothing
+#: report.json's key for how many rows the scan reused from the previous manifest and how
+#: many it scanned ({"n_reused": .., "n_scanned": ..}); the Dask engine scans every file
 SCAN_COUNTS_KEY = "scan_counts"
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class DaskEngine:
         """Scan and judge on the cluster; write OUT/manifest.parquet/part.N.parquet."""
         from toolkit.cluster import HTML_MAX_FILES, ClusterOptions, validate_on_dask
 
-        return validate_on_dask(
+        result, seconds = validate_on_dask(
             source,
             profile,
             ClusterOptions(scheduler=self.scheduler, n_workers=self.workers),
@@ -147,6 +147,10 @@ class DaskEngine:
             run_id=options.run_id,
             max_files=HTML_MAX_FILES if self.max_files is None else self.max_files,
         )
+        # the cluster scans every file: it never reads an earlier manifest
+        n_files = result.counts.n_files if result.counts is not None else len(result.manifest)
+        result.extra[SCAN_COUNTS_KEY] = {"n_reused": 0, "n_scanned": n_files}
+        return result, seconds
 
 
 def engine_named(name: str, *, scheduler: str | None = None, workers: int | None = None) -> Engine:

@@ -54,7 +54,14 @@ from toolkit.manifest import (
 )
 from toolkit.outputs import replace_output
 from toolkit.profiles import Profile
-from toolkit.scan import FileScanner, ScanOptions, list_class_folders, list_entries
+from toolkit.scan import (
+    SCANNER_KEY,
+    FileScanner,
+    ScanOptions,
+    list_class_folders,
+    list_entries,
+    scanner_identity,
+)
 from toolkit.validate import (
     DatasetCounts,
     Finding,
@@ -347,7 +354,8 @@ def validate_cluster(
     source = Source.of(data)
     entries, class_folders = source.list()
     clock.lap("list")
-    ddf = scan_cluster(client, source, options or profile.scan_options(), batch_files, entries)
+    options = options or profile.scan_options()
+    ddf = scan_cluster(client, source, options, batch_files, entries)
     wait(ddf)
     clock.lap("scan")
     meta = _meta(empty_manifest())
@@ -384,6 +392,8 @@ def validate_cluster(
     attrs = {
         "root": source.url,
         "class_folders": class_folders,
+        # which scanner wrote the rows, as the local engine records it
+        SCANNER_KEY: scanner_identity(options),
         "profile": profile.spec,
     }
     validation = Validation(
