@@ -18,7 +18,7 @@ PACKAGES = ("toolkit", "validations")
 
 #: Lowest first. Modules in one layer do not import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("toolkit", "toolkit.errors", "toolkit.text", "toolkit.progress", "validations"),  # PROFILES_DIR
+    ("toolkit", "toolkit.errors", "toolkit.text", "toolkit.progress", "validations"),
     ("toolkit.paths",),  # path safety: what we open, how we write
     ("toolkit.manifest",),  # columns, statuses, reading and writing the manifest
     ("toolkit.report",),  # report.json: its name, how it is written and recognised
