@@ -24,8 +24,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: report.json and run.json keys that change on every run by design.
-VOLATILE = {"run_id", "created_at", "finished_at", "started_at", "seconds", "command"}
+#: report.json, run.json and manifest keys that change on every run by design, or with the
+#: checkout and the file system rather than with behaviour (the scanner's code digest, inodes).
+VOLATILE = {
+    "run_id", "created_at", "finished_at", "started_at", "seconds", "command", "scanner",
+    "scan_counts",
+}  # fmt: skip
+#: Manifest columns that say where and when a file sits on disk, not what it holds.
+DISK_COLUMNS = ("mtime_ns", "inode", "ctime_ns")
 
 
 def _stable(value: Any) -> Any:
@@ -56,12 +62,12 @@ def _manifest_digest(folder: Path) -> dict[str, Any]:
 
     frame = read_manifest(folder)
     buffer = io.StringIO()
-    frame.drop(columns=[c for c in ("mtime_ns",) if c in frame]).to_csv(buffer, index=False)
+    frame.drop(columns=[c for c in DISK_COLUMNS if c in frame]).to_csv(buffer, index=False)
     table = _places(buffer.getvalue())
     attrs = {k: v for k, v in frame.attrs.items() if k not in VOLATILE}
     return {
         "rows": len(frame),
-        "columns": list(frame.columns),
+        "columns": [c for c in frame.columns if c not in DISK_COLUMNS],
         "table_sha256": hashlib.sha256(table.encode()).hexdigest(),
         "attrs_sha256": _digest(attrs),
     }
