@@ -17,7 +17,7 @@ name, is refused (OutputError) before anything is written. `import toolkit` expo
 from __future__ import annotations
 
 import html as html_text
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -28,7 +28,8 @@ from toolkit.text import escape_controls
 if TYPE_CHECKING:
     import pandas as pd
 
-    from toolkit.train import TrainResult
+    from toolkit.profiles import Profile
+    from toolkit.train import TrainOptions, TrainResult
     from toolkit.validate import Finding, Validation
 
 Folder = str | PathLike[str]
@@ -177,30 +178,72 @@ def train_folder(
     `model` on the accepted files into the new run folder `out`, as `toolkit train` does.
     Returns the run: its folder, labels, metrics, history. Raises DatasetFailedError when
     a folder fails a blocking rule (nothing is trained)."""
-    from toolkit.check import check_roots, profiles_for
-    from toolkit.models import get_recipe
-    from toolkit.outputs import check_new_folder, check_output
-    from toolkit.profiles import load_profile
-    from toolkit.train import TrainOptions, merge_manifests, require_train_extra, train_model
+    from toolkit.train import TrainOptions
 
-    require_train_extra()  # before a long scan
     roots = [Path(data)] if isinstance(data, str | PathLike) else [Path(d) for d in data]
     given = [profile] if isinstance(profile, str | PathLike) else list(profile or [])
-    out = Path(out)
-    get_recipe(model)  # an unknown model fails before a long scan
-    check_output(out, roots, option="the run folder")
-    check_new_folder(out, option="the run folder")
-    specs = profiles_for(roots, [str(p) for p in given])  # none given: the default profile
-    frames = check_roots(roots, specs, jobs=jobs, progress=progress)
     options = TrainOptions(
         model=model, epochs=epochs, batch_size=batch_size, seed=seed, image_size=image_size
     )
+    return start_training(
+        Path(out),
+        options,
+        data=roots,
+        profiles=[str(p) for p in given],
+        jobs=jobs,
+        progress=progress,
+        option="the run folder",
+    )
+
+
+def start_training(
+    out: Path,
+    options: TrainOptions,
+    *,
+    data: Sequence[Path] = (),
+    manifests: Sequence[Path] = (),
+    profiles: Sequence[str] | None = None,
+    jobs: int | None = None,
+    progress: bool = False,
+    command: str = "",
+    option: str = "--out",
+    on_checked: Callable[[Path, Validation, Profile], None] | None = None,
+    before_fit: Callable[[], None] | None = None,
+) -> TrainResult:
+    """What `toolkit train` and `train_folder` do once parsed: refuse what cannot work before
+    any scan (no train extra, an unknown model or strategy, a run folder among the data or
+    not new), check each data folder with its profile (or read validated `manifests`), then
+    train. `on_checked` hears of each folder checked; `before_fit` runs just before
+    TensorFlow starts (the CLI quiets TensorFlow's start-up lines there)."""
+    from toolkit.check import check_roots, profiles_for
+    from toolkit.manifest import read_manifest
+    from toolkit.models import get_recipe
+    from toolkit.outputs import check_new_folder, check_output
+    from toolkit.profiles import DEFAULT_PROFILE, load_profile
+    from toolkit.train import merge_manifests, read_worker, require_train_extra, train_model
+
+    require_train_extra()  # before a long scan
+    get_recipe(options.model)  # so do an unknown model,
+    read_worker(options.strategy)  # an unknown strategy and a bad TF_CONFIG
+    frames = [read_manifest(m) for m in manifests]
+    # the run folder stays clear of every data folder, before a scan or TensorFlow starts
+    roots = [f.attrs["root"] for f in frames if f.attrs.get("root")] if manifests else data
+    check_output(out, roots, option=option)
+    check_new_folder(out, option=option)
+    if manifests:
+        specs = [str(f.attrs.get("profile") or DEFAULT_PROFILE) for f in frames]
+    else:
+        specs = profiles_for(data, profiles)  # none given: the default profile
+        frames = check_roots(data, specs, jobs=jobs, progress=progress, on_checked=on_checked)
+    if before_fit is not None:
+        before_fit()
     return train_model(
         merge_manifests(frames),
         out,
         options,
         profile=load_profile(specs[0]),
         profile_specs=specs,
+        command=command,
         jobs=jobs,
         progress=progress,
     )

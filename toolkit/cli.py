@@ -237,9 +237,8 @@ def train(
 
     Writes model.keras, history.csv, metrics.json, plots and run.json into the run folder.
     """
-    from toolkit.manifest import read_manifest
     from toolkit.pipeline import DEFAULT_RATIOS
-    from toolkit.train import TrainOptions, merge_manifests, read_worker, train_model
+    from toolkit.train import TrainOptions, train_model
 
     options = TrainOptions(
         model=model,
@@ -262,39 +261,24 @@ def train(
         )
         _echo_training(result)
         return
-    from toolkit.check import check_roots, profiles_for
-    from toolkit.models import get_recipe
-    from toolkit.outputs import check_new_folder, check_output
-    from toolkit.profiles import DEFAULT_PROFILE, load_profile
+    from toolkit.api import start_training
     from toolkit.runs import RUN_JSON
 
-    get_recipe(model)  # an unknown model fails before a long scan
-    read_worker(strategy)  # so do an unknown strategy and a bad TF_CONFIG
     sources = manifest or data or [_ensure_demo_data(DEMO_DIR)]
     out = out or _run_folder(sources, model, from_manifests=bool(manifest))
     if (out / RUN_JSON).exists():
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or pick --out")
-    frames = [read_manifest(m) for m in manifest or []]
-    # the run folder stays clear of every data folder, before a scan or TensorFlow starts
-    roots = [f.attrs.get("root") for f in frames if f.attrs.get("root")] if manifest else sources
-    check_output(out, roots)
-    check_new_folder(out)
-    if manifest:
-        profiles = [str(f.attrs.get("profile") or DEFAULT_PROFILE) for f in frames]
-    else:
-        profiles = profiles_for(sources, profile)
-        frames = check_roots(sources, profiles, jobs=jobs, progress=True, on_checked=_say_checked)
-
-    _start_tensorflow()
-    result = train_model(
-        merge_manifests(frames),
+    result = start_training(
         out,
         options,
-        profile=load_profile(profiles[0]),
-        profile_specs=profiles,
-        command=_command_line(),
+        data=[] if manifest else sources,
+        manifests=manifest or [],
+        profiles=profile,
         jobs=jobs,
         progress=True,
+        command=_command_line(),
+        on_checked=_say_checked,
+        before_fit=_start_tensorflow,
     )
     _echo_training(result)
 
