@@ -33,7 +33,7 @@ from figures import (  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-SUITE_ORDER = ("bench_scan", "bench_pipeline", "bench_train", "bench_memory")
+SUITE_ORDER = ("bench_scan", "bench_incremental", "bench_pipeline", "bench_train", "bench_memory")
 
 
 @dataclass(frozen=True)
