@@ -517,3 +517,22 @@ def test_the_largest_files_are_decoded_first_and_kept_in_row_order(
     assert decoded.paths == [f"happy/{i}.png" for i in range(4)]
     for i in range(4):
         assert np.array_equal(decoded.images[i], load_image(tmp_path / f"happy/{i}.png", _spec(8)))
+
+
+def test_decoding_in_threads_leaves_pillows_bomb_limit_as_it_was(tmp_path: Path) -> None:
+    rows = normalise_manifest(
+        pd.DataFrame(
+            {
+                "path": [f"happy/{i}.png" for i in range(48)],
+                "label": ["happy"] * 48,
+                "status": ["accepted"] * 48,
+            }
+        )
+    )
+    for i in range(48):
+        write_image(tmp_path / f"happy/{i}.png", size=(400, 300), fmt="PNG", seed=i)
+    before = Image.MAX_IMAGE_PIXELS
+    for _ in range(3):
+        decoded = decode_rows(rows, _spec(8), ["happy"], root=tmp_path, jobs=8)
+        assert len(decoded.images) == 48
+        assert Image.MAX_IMAGE_PIXELS == before  # a bomb opened later is still refused

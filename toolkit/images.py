@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import io
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +38,25 @@ BAND_BYTES = 4 * 2**20
 UPRIGHT = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}
 
 _turn = threading.Lock()
+#: Pillow's bomb limit is one setting for the whole process: it is lifted under this lock.
+_pillow_limit = threading.Lock()
+
+
+def open_declared(data: bytes) -> Any:
+    """`PIL.Image.open` on bytes, without Pillow's decompression-bomb refusal, so that the
+    caller can read a bomb's declared size and judge it against its own limit before any
+    pixel is decoded. Pillow checks only while it opens, and its limit is process-wide:
+    it is lifted for the open alone, under a lock, so threads opening images side by side
+    never leave it lifted for the rest of the process."""
+    from PIL import Image
+
+    with _pillow_limit, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def flatten(img: Any, *, extrema: tuple[float, float] | None = None) -> Any:

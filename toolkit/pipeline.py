@@ -14,7 +14,6 @@ does, and prefetched.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ import pandas as pd
 
 from toolkit.errors import RecordError, UsageError, processing
 from toolkit.groups import NEAR_PHASH_DISTANCE, content_groups
-from toolkit.images import UPRIGHT, decode_turn, flatten_reduced, upright
+from toolkit.images import UPRIGHT, decode_turn, flatten_reduced, open_declared, upright
 from toolkit.manifest import ACCEPTED
 from toolkit.manifest import MANIFEST_PARQUET as MANIFEST
 from toolkit.models import InputSpec
@@ -262,7 +261,6 @@ def load_image(
     the file's stored pixels) is used when `spec.crop_faces`. A file declaring more than
     `max_pixels` is not decoded (decompression bombs).
     """
-    from PIL import Image
 
     try:
         data = read_regular(path)  # a FIFO swapped in since the scan must not block training
@@ -279,11 +277,10 @@ def load_image(
         if pixels is not None:
             return pixels
 
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
+        img = open_declared(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageProblem(
@@ -295,8 +292,6 @@ def load_image(
         raise
     except Exception as exc:
         raise ImageProblem(f"cannot decode: {type(exc).__name__}: {exc}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _face_box(

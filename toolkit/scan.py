@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import io
 import json
 import logging
 import os
@@ -31,7 +30,13 @@ import pandas as pd
 
 from toolkit.errors import DataRootError
 from toolkit.faces import INPUT_PX, FaceDetector
-from toolkit.images import MAX_BYTES_PER_PIXEL, decode_bytes, decode_turn, flatten_reduced
+from toolkit.images import (
+    MAX_BYTES_PER_PIXEL,
+    decode_bytes,
+    decode_turn,
+    flatten_reduced,
+    open_declared,
+)
 from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows, normalise_manifest
 from toolkit.paths import leads_outside, open_regular
 from toolkit.text import escape_controls
@@ -543,21 +548,15 @@ class FileScanner:
         self._fill_image(row, data)
 
     def _fill_image(self, row: dict, data: bytes) -> None:
-        from PIL import Image
 
         row["detected_format"] = sniff_format(data[:4096])
         # We check the declared size ourselves below, before any pixel is decoded, so that
         # a bomb still gets its width and height in the manifest.
-        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                img = Image.open(io.BytesIO(data))
+            img = open_declared(data)
         except Exception as exc:
             row["decode_error"] = _decode_error_text(exc, row["detected_format"])
             return
-        finally:
-            Image.MAX_IMAGE_PIXELS = pillow_limit
         with img:
             row["detected_format"] = _PIL_FORMATS.get(img.format or "", (img.format or "").lower())
             width, height = img.size
