@@ -39,6 +39,21 @@ def crash_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    """A Dask client of two single-threaded workers in this process (their code counts for
+    coverage): the Dask engine's tests share one per module."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
 def shared_dataset(name: str) -> Path:
     """A folder of ../shared/datasets, or skip the test saying why."""
     path = SHARED / name

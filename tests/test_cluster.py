@@ -32,20 +32,6 @@ pytest.importorskip("distributed")
 _RUN_KEYS = {"seconds", "command", "created_at", "run_id"}
 
 
-@pytest.fixture(scope="module")
-def client():
-    """Two single-threaded workers in this process (their code counts for coverage)."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
 @pytest.fixture
 def tiny(tmp_path: Path):
     path = tmp_path / "tiny.toml"

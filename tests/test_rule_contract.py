@@ -131,20 +131,6 @@ def write_rule_breaker(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client():
-    """Two single-threaded workers in this process, as tests/test_cluster.py starts them."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
-@pytest.fixture(scope="module")
 def breaker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_rule_breaker(tmp_path_factory.mktemp("contract") / "data")
 
