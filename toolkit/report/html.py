@@ -217,7 +217,7 @@ def _group(
                 [_shown(p, of_file, rows) for p in paths[:MAX_FILES_PER_SET]],
                 max(0, len(paths) - MAX_FILES_PER_SET),
             )
-            for paths, _ in members[:MAX_SETS_PER_RULE]
+            for paths in members[:MAX_SETS_PER_RULE]
         ]
         return group
     cap = MAX_FILES_PER_STRIP if layout == "strip" else MAX_FILES_PER_GROUP
@@ -228,24 +228,19 @@ def _group(
     return group
 
 
-def _sets(
-    rule: Any, found: list[Finding], manifest: pd.DataFrame
-) -> list[tuple[list[str], dict[str, str]]]:
-    """Each set of files holding the same picture, in path order, with the flagged details.
-
-    The sets are the rule's own (`DatasetRule.report_sets`), rebuilt for the flagged files.
-    """
-    details = {f.path: f.detail for f in found}
-    flagged = manifest[manifest["path"].isin(list(details))]
+def _sets(rule: Any, found: list[Finding], manifest: pd.DataFrame) -> list[list[str]]:
+    """Each set of files holding the same picture that a flagged file belongs to, in path
+    order. The sets are the rule's own (`DatasetRule.report_sets`)."""
+    flagged_paths = {f.path for f in found}
+    flagged = manifest[manifest["path"].isin(list(flagged_paths))]
     ids = rule.report_sets(manifest, flagged)
     pool = manifest.loc[ids.index]
     sets = [
         sorted(map(str, paths))
         for paths in pool["path"].groupby(ids.astype(object), dropna=True).agg(list)
     ]
-    sets = [paths for paths in sets if len(paths) > 1 and any(p in details for p in paths)]
-    sets.sort(key=lambda paths: paths[0])
-    return [(paths, details) for paths in sets]
+    sets = [paths for paths in sets if len(paths) > 1 and any(p in flagged_paths for p in paths)]
+    return sorted(sets, key=lambda paths: paths[0])
 
 
 def _shown(path: str, of_file: dict[str, list[Finding]], rows: pd.DataFrame) -> ShownFile:
