@@ -172,28 +172,26 @@ def test_an_empty_folder_takes_an_export(exported: dict[str, Any], tmp_path: Pat
 
 LOAD_KERAS = """
 import sys
-import keras
-import {module}
+{imports}
 model = keras.models.load_model(sys.argv[1])
 print(model.output_shape, "tensorflow" in sys.modules)
 """
 
 
 @pytest.mark.parametrize(
-    "module",
+    "imports",
     [
-        "toolkit.layers",
-        pytest.param(
-            "toolkit",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="needs toolkit/__init__.py to import toolkit.layers when keras is loaded",
-            ),
-        ),
+        "import keras\nimport toolkit.layers",
+        "import keras\nimport toolkit",
+        "import toolkit\nimport keras",
     ],
-    ids=["after importing toolkit.layers", "after importing toolkit"],
+    ids=[
+        "after importing toolkit.layers",
+        "after importing toolkit, with keras already loaded",
+        "after importing toolkit, then keras",
+    ],
 )
-def test_model_keras_loads_in_plain_keras(exported: dict[str, Any], module: str) -> None:
-    done = _python(LOAD_KERAS.format(module=module), str(exported["run"] / "model.keras"))
+def test_model_keras_loads_in_plain_keras(exported: dict[str, Any], imports: str) -> None:
+    done = _python(LOAD_KERAS.format(imports=imports), str(exported["run"] / "model.keras"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == "(None, 1) True"
