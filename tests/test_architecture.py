@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.manifest",),  # columns, statuses, reading and writing the manifest
     ("toolkit.report",),  # report.json: its name, how it is written and recognised
     ("toolkit.outputs",),  # output folders: the guard, staged writing, run ids
-    ("toolkit.faces", "toolkit.images"),  # the face detector; decoding helpers
+    ("toolkit.faces", "toolkit.images", "toolkit.quality"),  # faces; decoding; quality scores
     ("toolkit.scan",),  # folder -> manifest rows
     ("toolkit.groups",),  # hash grouping: copies and near copies
     ("toolkit.gx",),  # Great Expectations: running suites, the expectation classes

@@ -59,6 +59,18 @@ min_px = 16
 [rules.not_animated]
 [rules.has_face]
 severity = "warning"
+[rules.not_dark]
+min_luma_p99 = 1.0
+[rules.not_washed_out]
+max_luma_p05 = 0.0
+[rules.not_blurry]
+min_sharpness = 10.0
+[rules.min_entropy]
+min_bits = 8.0
+[rules.max_aspect_ratio]
+max_ratio = 1.0
+[rules.not_grayscale]
+min_chroma_ratio = 10.0
 [rules.label_conflict]
 max_phash_distance = 0
 [rules.exact_duplicate]
@@ -113,6 +125,7 @@ def write_rule_breaker(root: Path) -> Path:
         "happy/picture.bmp": _encoded(_picture(7), "BMP"),  # allowed_format
         "happy/png_named.jpg": _encoded(_picture(8), "PNG"),  # format_matches_extension
         "sad/tiny.jpg": _encoded(_picture(9, size=8), "JPEG"),  # min_file_bytes, min_side
+        "sad/banner.jpg": _encoded(_picture(14).resize((128, 32)), "JPEG", quality=95),  # ratio
         "sad/huge.png": _encoded(_picture(10, size=160), "PNG"),  # max_pixels
         "sad/animated.gif": _encoded(
             _picture(11).convert("P"),

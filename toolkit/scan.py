@@ -39,6 +39,7 @@ from toolkit.images import (
 )
 from toolkit.manifest import SCAN_COLUMNS, manifest_from_rows, normalise_manifest
 from toolkit.paths import leads_outside, open_regular
+from toolkit.quality import measure_quality
 from toolkit.text import escape_controls
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ _SCANNER_DISTRIBUTIONS = (
 )
 #: The modules whose code writes a row: a source checkout edited without a new version
 #: still rescans (their bytes are part of the scanner's identity).
-_SCANNER_MODULES = ("toolkit.scan", "toolkit.faces", "toolkit.images")
+_SCANNER_MODULES = ("toolkit.scan", "toolkit.faces", "toolkit.images", "toolkit.quality")
 #: The stat facts and the content hash a reused row must still match (manifest columns).
 _REUSE_KEY = ["file_bytes", "mtime_ns", "inode", "ctime_ns", "sha256"]
 
@@ -599,6 +600,7 @@ class FileScanner:
         import imagehash
 
         row["phash"] = str(imagehash.phash(_phash_copy(plain.convert("L"))))
+        row.update(measure_quality(plain))  # the same decoded copy: no second decode
         if not self.options.detect_faces:
             return
         if self._faces is None:

@@ -494,6 +494,186 @@ class HasFace(FileRule):
 
 
 # --------------------------------------------------------------------------------------
+# Image-quality rules: one score per decoded image (toolkit.quality, measured by the scan)
+
+
+@dataclass(frozen=True)
+class QualityRule(FileRule):
+    """A file rule comparing one score of each decoded image with one threshold; report.html
+    draws the scores' distribution with the threshold beside the files it flags."""
+
+    report_layout: ClassVar[Layout] = Layout.GRID
+    #: the score and its scale, as the chart's axis names it
+    score_words: ClassVar[str] = ""
+    #: a score above the threshold breaks the rule (else one below does)
+    breaks_above: ClassVar[bool] = False
+    severity: str = "warning"
+
+    @property
+    def threshold(self) -> float:
+        """The bound a score is compared with."""
+        raise NotImplementedError
+
+    def scores(self, manifest: pd.DataFrame) -> pd.Series:
+        """Each row's score as float64; NaN where the image has none (not decoded, or the
+        score is not defined for it), which never breaks the rule."""
+        raise NotImplementedError
+
+    def violations(self, manifest: pd.DataFrame) -> pd.Series:
+        score = self.scores(manifest)
+        broken = score > self.threshold if self.breaks_above else score < self.threshold
+        return (_decodable(manifest) & broken).fillna(False).astype(bool)
+
+    def detail(self, row: pd.Series) -> str:
+        score = float(self.scores(pd.DataFrame([dict(row)])).iloc[0])
+        side = "over" if self.breaks_above else "under"
+        return f"{self.score_words} {score:.2f}, {side} {self.threshold:g}"
+
+
+def _score(manifest: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(manifest[column], errors="coerce").astype("float64")
+
+
+@register
+@dataclass(frozen=True)
+class NotDark(QualityRule):
+    """Nearly black pictures: even the brightest pixels are dim, so a face's expression is
+    lost in the dark. Look at them; brighten the ones worth keeping, or leave them out."""
+
+    name: ClassVar[str] = "not_dark"
+    score_words: ClassVar[str] = "luma of the brightest 1% (0 black, 1 white)"
+    min_luma_p99: Annotated[float, Between(0, 1)] = 0.3
+
+    @property
+    def threshold(self) -> float:
+        return self.min_luma_p99
+
+    @property
+    def rule(self) -> str:
+        return f"the brightest 1% of pixels have luma >= {self.min_luma_p99:g} (0 black, 1 white)"
+
+    def scores(self, manifest: pd.DataFrame) -> pd.Series:
+        return _score(manifest, "luma_p99")
+
+
+@register
+@dataclass(frozen=True)
+class NotWashedOut(QualityRule):
+    """Washed-out pictures: even the darkest pixels are pale (overexposed, faded, or mostly
+    white). Check that a face is still visible; leave out those where it is not."""
+
+    name: ClassVar[str] = "not_washed_out"
+    score_words: ClassVar[str] = "luma of the darkest 5% (0 black, 1 white)"
+    breaks_above: ClassVar[bool] = True
+    max_luma_p05: Annotated[float, Between(0, 1)] = 0.75
+
+    @property
+    def threshold(self) -> float:
+        return self.max_luma_p05
+
+    @property
+    def rule(self) -> str:
+        return f"the darkest 5% of pixels have luma <= {self.max_luma_p05:g} (0 black, 1 white)"
+
+    def scores(self, manifest: pd.DataFrame) -> pd.Series:
+        return _score(manifest, "luma_p05")
+
+
+@register
+@dataclass(frozen=True)
+class NotBlurry(QualityRule):
+    """Blurred pictures: little edge detail for their contrast (out of focus, motion blur, or
+    enlarged from a tiny thumbnail). A model learns little from them; leave them out or find
+    a sharper copy. Measured at a fixed size, so a big photo is judged as a small one."""
+
+    name: ClassVar[str] = "not_blurry"
+    score_words: ClassVar[str] = "sharpness (Laplacian std / luma std)"
+    min_sharpness: Annotated[float, Between(0, 10)] = 0.2
+
+    @property
+    def threshold(self) -> float:
+        return self.min_sharpness
+
+    @property
+    def rule(self) -> str:
+        return f"sharpness (edges' share of the contrast) >= {self.min_sharpness:g}"
+
+    def scores(self, manifest: pd.DataFrame) -> pd.Series:
+        return _score(manifest, "sharpness")
+
+
+@register
+@dataclass(frozen=True)
+class MinEntropy(QualityRule):
+    """Pictures with almost nothing in them: one flat colour, a blank or nearly blank page
+    (few grey levels used). Usually placeholders or failed downloads: leave them out."""
+
+    name: ClassVar[str] = "min_entropy"
+    score_words: ClassVar[str] = "luma entropy (bits, of 8)"
+    min_bits: Annotated[float, Between(0, 8)] = 2.7
+
+    @property
+    def threshold(self) -> float:
+        return self.min_bits
+
+    @property
+    def rule(self) -> str:
+        return f"luma histogram entropy >= {self.min_bits:g} bits (of 8)"
+
+    def scores(self, manifest: pd.DataFrame) -> pd.Series:
+        return _score(manifest, "entropy_bits")
+
+
+@register
+@dataclass(frozen=True)
+class MaxAspectRatio(QualityRule):
+    """Banners, strips and panoramas: training squeezes every picture into a square, so a
+    face in a 4:1 strip comes out squashed. Crop the face out, or leave the file out."""
+
+    name: ClassVar[str] = "max_aspect_ratio"
+    score_words: ClassVar[str] = "longer side / shorter side"
+    breaks_above: ClassVar[bool] = True
+    max_ratio: Annotated[float, Between(1, 100)] = 3.0
+
+    @property
+    def threshold(self) -> float:
+        return self.max_ratio
+
+    @property
+    def rule(self) -> str:
+        return f"longer side <= {self.max_ratio:g} x the shorter"
+
+    def scores(self, manifest: pd.DataFrame) -> pd.Series:
+        # from the header's width and height: the one home of the picture's shape
+        sides = manifest[["width_px", "height_px"]].astype("float64")
+        shorter = sides.min(axis=1, skipna=False)
+        return (sides.max(axis=1, skipna=False) / shorter.where(shorter > 0)).astype("float64")
+
+
+@register
+@dataclass(frozen=True)
+class NotGrayscale(QualityRule):
+    """Grey pictures among colour ones (black-and-white photos, scans), even when saved as
+    RGB. A model may learn "grey means sad"; keep them only if both classes have their
+    share, or switch the rule off for a grey dataset (small-faces does)."""
+
+    name: ClassVar[str] = "not_grayscale"
+    score_words: ClassVar[str] = "colour (chroma p99 / luma range)"
+    min_chroma_ratio: Annotated[float, Between(0, 10)] = 0.05
+
+    @property
+    def threshold(self) -> float:
+        return self.min_chroma_ratio
+
+    @property
+    def rule(self) -> str:
+        return f"colour (strongest chroma / luma range) >= {self.min_chroma_ratio:g}"
+
+    def scores(self, manifest: pd.DataFrame) -> pd.Series:
+        return _score(manifest, "chroma_ratio")
+
+
+# --------------------------------------------------------------------------------------
 # Dataset rules (Great Expectations)
 
 
