@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.runs",),  # the run folder: its format, reading and writing
     ("toolkit.scores",),  # probabilities, calibration, metrics: shared by train and evaluate
     ("toolkit.report.training",),  # training plots
+    ("toolkit.audit",),  # the label audit: out-of-sample probabilities, confident learning
     ("toolkit.train",),
     ("toolkit.evaluate",),
     ("toolkit.predict",),

@@ -28,6 +28,7 @@ from toolkit.text import escape_controls
 if TYPE_CHECKING:
     import pandas as pd
 
+    from toolkit.audit import AuditResult
     from toolkit.profiles import Profile
     from toolkit.train import TrainOptions, TrainResult
     from toolkit.validate import Finding, Validation
@@ -196,6 +197,15 @@ def train_folder(
     )
 
 
+def audit_run(run: Folder, *, jobs: int | None = None, progress: bool = False) -> AuditResult:
+    """Rank every accepted file of the run folder `run` by how likely its label is wrong, as
+    `toolkit audit` does: label_issues.csv (the flagged files, most suspect first) and
+    label_issues.png are written into the run folder. Returns the ranking and the flags."""
+    from toolkit.audit import audit_run as audit
+
+    return audit(Path(run), jobs=jobs, progress=progress)
+
+
 def start_training(
     out: Path,
     options: TrainOptions,
@@ -209,12 +219,16 @@ def start_training(
     option: str = "--out",
     on_checked: Callable[[Path, Validation, Profile], None] | None = None,
     before_fit: Callable[[], None] | None = None,
+    exclude: Path | None = None,
+    audit: bool = True,
 ) -> TrainResult:
     """What `toolkit train` and `train_folder` do once parsed: refuse what cannot work before
     any scan (no train extra, an unknown model or strategy, a run folder among the data or
     not new), check each data folder with its profile (or read validated `manifests`), then
     train. `on_checked` hears of each folder checked; `before_fit` runs just before
-    TensorFlow starts (the CLI quiets TensorFlow's start-up lines there)."""
+    TensorFlow starts (the CLI quiets TensorFlow's start-up lines there). `exclude` (a
+    label_issues.csv) is checked before any scan; `audit` ranks the labels after training."""
+    from toolkit.audit import read_exclusion
     from toolkit.check import check_roots, profiles_for
     from toolkit.manifest import read_manifest
     from toolkit.models import get_recipe
@@ -230,6 +244,8 @@ def start_training(
     roots = [f.attrs["root"] for f in frames if f.attrs.get("root")] if manifests else data
     check_output(out, roots, option=option)
     check_new_folder(out, option=option)
+    if exclude is not None:  # refused before a long scan
+        read_exclusion(exclude, [str(Path(r).resolve()) for r in roots])
     if manifests:
         specs = [str(f.attrs.get("profile") or DEFAULT_PROFILE) for f in frames]
     else:
@@ -246,4 +262,6 @@ def start_training(
         command=command,
         jobs=jobs,
         progress=progress,
+        exclude=exclude,
+        audit=audit,
     )

@@ -232,8 +232,16 @@ def train(
             "processes TF_CONFIG names; run the same command in each)."
         ),
     ] = "default",
+    exclude: Annotated[
+        Path | None,
+        typer.Option(help="A run's label_issues.csv: train without the files it lists."),
+    ] = None,
+    audit: Annotated[
+        bool, typer.Option("--audit/--no-audit", help="Rank the labels after training.")
+    ] = True,
 ) -> None:
-    """Validate DATA (only files that pass are used), split it, train, score the test split.
+    """Validate DATA (only files that pass are used), split it, train, score the test split,
+    then audit the labels (label_issues.csv: files the model says are filed wrongly).
 
     Writes model.keras, history.csv, metrics.json, plots and run.json into the run folder.
     """
@@ -256,8 +264,16 @@ def train(
 
         read_run_config(out)  # a folder holding no run is refused before TensorFlow starts
         _start_tensorflow()
+        if exclude is not None:
+            raise UsageError("--exclude applies to a new run; a resumed run keeps its files")
         result = train_model(
-            None, out, resume=True, command=_command_line(), jobs=jobs, progress=True
+            None,
+            out,
+            resume=True,
+            command=_command_line(),
+            jobs=jobs,
+            progress=True,
+            audit=audit,
         )
         _echo_training(result)
         return
@@ -279,8 +295,29 @@ def train(
         command=_command_line(),
         on_checked=_say_checked,
         before_fit=_start_tensorflow,
+        exclude=exclude,
+        audit=audit,
     )
     _echo_training(result)
+
+
+@app.command()
+def audit(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `toolkit train`.")],
+    jobs: JobsOpt = None,
+) -> None:
+    """Rank every accepted file of RUN by how likely its label is wrong (confident learning
+    on out-of-sample probabilities); write RUN/label_issues.csv and label_issues.png.
+
+    `toolkit train ... --exclude RUN/label_issues.csv` trains again without them.
+    """
+    from toolkit.runs import check_run_folder
+
+    check_run_folder(run)  # a wrong run folder is refused before TensorFlow starts
+    _start_tensorflow()
+    from toolkit.audit import audit_run
+
+    _echo_audit(audit_run(run, jobs=jobs, progress=True))
 
 
 @app.command()
@@ -488,7 +525,31 @@ def _echo_training(result: Any) -> None:
         f"ECE {m['expected_calibration_error']:.3f} ({m['n_scored']} files)"
     )
     echo(f"fit: {result.diagnosis}")
+    if result.audit is not None:
+        _echo_audit(result.audit)
     echo(f"run folder: {result.folder} ({result.seconds:.0f} s)")
+
+
+def _echo_audit(audit: Any) -> None:
+    """The label audit: one line per suspect (most suspect first), then the count."""
+    from toolkit.runs import LABEL_ISSUES_CSV
+
+    if audit.why_not:
+        _say(f"label audit skipped: {audit.why_not}")
+        return
+    issues = audit.issues
+    for row in issues.head(MAX_FINDING_LINES).itertuples():
+        _say(
+            f"{row.path}: label_issue: filed as {row.given_label}, looks {row.suggested_label} "
+            f"(p({row.given_label}) {float(row.score):.2f})",
+            err=True,
+        )
+    if len(issues) > MAX_FINDING_LINES:
+        _say(f"...and {len(issues) - MAX_FINDING_LINES:,} more", err=True)
+    _say(
+        f"label audit: {len(issues):,} of {len(audit.scored):,} files look mislabelled "
+        f"({audit.folds}-fold); see {audit.folder / LABEL_ISSUES_CSV}"
+    )
 
 
 def confusion_table(labels: list[str], matrix: list[list[int]]) -> list[str]:

@@ -54,6 +54,9 @@ CACHE = "cache"
 CURVES_PNG = "curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability.png"
+#: The label audit: files whose label the model doubts, ranked, and a gallery of the top ones.
+LABEL_ISSUES_CSV = "label_issues.csv"
+LABEL_ISSUES_PNG = "label_issues.png"
 
 #: run.json's `status`: written "training", then "finished", or "failed" with the error.
 TRAINING = "training"

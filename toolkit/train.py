@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit import DISTRIBUTION, __version__
+from toolkit.audit import AuditResult, audit_decoded, read_exclusion
 from toolkit.errors import RecordError, TrainingError, UsageError
 from toolkit.groups import NEAR_PHASH_DISTANCE
 from toolkit.manifest import ACCEPTED, normalise_manifest, read_manifest, write_manifest
@@ -131,6 +132,7 @@ class TrainResult:
     diagnosis: str
     left_out: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    audit: AuditResult | None = None  # the label audit, unless switched off
 
 
 def merge_manifests(manifests: list[pd.DataFrame]) -> pd.DataFrame:
@@ -242,6 +244,8 @@ class Plan:
     resume: bool = False
     #: files declaring more pixels are not decoded: the profile's limit, as the scan's
     max_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+    #: run.json's `excluded`: the label_issues.csv trained without, its digest, the count
+    excluded: dict[str, Any] | None = None
 
 
 def train_model(
@@ -256,16 +260,20 @@ def train_model(
     jobs: int | None = None,
     progress: bool = False,
     callbacks: list[Any] | None = None,
+    exclude: Path | None = None,
+    audit: bool = True,
 ) -> TrainResult:
     """Split, decode, fit with early stopping and checkpoints, score the test split.
 
-    The steps, in order: plan, decode, fit, calibrate and score, write the run.
+    The steps, in order: plan, decode, fit, calibrate and score, audit the labels (unless
+    `audit` is off), write the run. `exclude` is a label_issues.csv whose files are left
+    out before the split.
     `profile` is the one the data was validated with (its near-duplicate distance groups the
     split); run.json records it, with `profile_specs` (each data folder's, as given) when
     given. `callbacks` are extra Keras callbacks (the run's own come first).
     """
     started = time.perf_counter()
-    plan = plan_run(manifest, Path(out), options, profile=profile, resume=resume)
+    plan = plan_run(manifest, Path(out), options, profile=profile, resume=resume, exclude=exclude)
     strategy = make_strategy(plan.options.strategy)
     record = _run_record(
         plan, strategy, profile=profile, profile_specs=profile_specs, command=command
@@ -278,7 +286,12 @@ def train_model(
             plan, decoded, folder, strategy, progress=progress, callbacks=callbacks or []
         )
         metrics = calibrate_and_score(plan, model, decoded, folder, record)
-        return write_run(plan, folder, record, metrics, history, decoded, started)
+        audited = None
+        if audit and plan.worker.is_chief:
+            audited = audit_labels(plan, model, decoded, folder, record)
+        result = write_run(plan, folder, record, metrics, history, decoded, started)
+        result.audit = audited
+        return result
 
 
 def require_train_extra() -> None:
@@ -300,14 +313,19 @@ def plan_run(
     *,
     profile: Profile | None = None,
     resume: bool = False,
+    exclude: Path | None = None,
 ) -> Plan:
-    """Plan: the options (a resumed run's own), the split, and what will be trained. Every
-    refusal that needs no TensorFlow happens here, before the run folder is made."""
+    """Plan: the options (a resumed run's own), the files excluded, the split, and what
+    will be trained. Every refusal that needs no TensorFlow happens here, before the run
+    folder is made."""
     require_train_extra()
     if resume:
         config, manifest = _resume_state(out)
         options = _resumed_options(config, out / RUN_JSON)
     worker = read_worker(options.strategy)
+    excluded = None
+    if resume and exclude is not None:
+        raise UsageError("--exclude applies to a new run; a resumed run keeps its files")
     if not resume:
         if manifest is None:
             raise UsageError("give a validated manifest or a data folder to train on")
@@ -317,6 +335,8 @@ def plan_run(
                 f"{out} already holds a run; pass --resume to continue it or pick another --out"
             )
         check_paths(manifest, roots_exist=True)  # before the run folder is made
+        if exclude is not None:
+            manifest, excluded = read_exclusion(exclude, _roots(manifest)).apply(manifest)
         manifest = split_manifest(
             manifest,
             options.ratios,
@@ -347,8 +367,26 @@ def plan_run(
         else DEFAULT_MAX_DECODE_PIXELS
     )
     return Plan(
-        out, options, manifest, recipe, spec, labels, counts, epochs, worker, resume, max_pixels
+        out,
+        options,
+        manifest,
+        recipe,
+        spec,
+        labels,
+        counts,
+        epochs,
+        worker,
+        resume,
+        max_pixels,
+        excluded,
     )
+
+
+def _roots(manifest: pd.DataFrame) -> list[str]:
+    """The data folders a manifest's paths are relative to."""
+    if "root" in manifest.columns and manifest["root"].notna().any():
+        return [str(r) for r in manifest["root"].dropna().unique()]
+    return [str(manifest.attrs.get("root") or ".")]
 
 
 def _run_record(
@@ -388,6 +426,7 @@ def _run_record(
         "profile": _profile_record(profile, profile_specs),
         "roots": plan.manifest.attrs.get("roots") or [plan.manifest.attrs.get("root")],
         "versions": _versions(),
+        **({"excluded": plan.excluded} if plan.excluded is not None else {}),
     }
 
 
@@ -449,6 +488,21 @@ def calibrate_and_score(
             test.labels, raw, plan.labels
         )["expected_calibration_error"],
     }
+
+
+def audit_labels(
+    plan: Plan,
+    model: Any,
+    decoded: dict[str, DecodedImages],
+    folder: Path,
+    record: dict[str, Any],
+) -> AuditResult:
+    """Audit: rank every decoded file by how likely its label is wrong (toolkit.audit);
+    label_issues.csv and its gallery go into the run folder, the summary into run.json."""
+    run = Run(folder, model, plan.labels, plan.spec, record)
+    result = audit_decoded(run, plan.manifest, decoded, seed=plan.options.seed)
+    record["audit"] = result.record()
+    return result
 
 
 def write_run(

@@ -1,0 +1,436 @@
+"""The label audit: which accepted files a trained model says are filed under the wrong class.
+
+A file's label is judged by probabilities from a model that never trained on that file's
+label: the run's network turns every accepted file (train, validation and test splits) into
+its penultimate-layer embedding, and a logistic regression fitted on the other folds of a
+k-fold split scores each file (seconds, instead of k trainings of the network). The network
+itself did see the training files, so the probabilities are out of sample for the logistic
+regression only.
+
+Confident learning (Northcutt et al., 2021), written here in numpy, turns those probabilities
+into findings: each class's threshold is the mean probability its own files get; a file
+counts towards (given label, true class) when the class's probability reaches its threshold;
+that confident joint, calibrated to the class counts, says how many files of each given label
+belong elsewhere; those with the widest margin for the other class are flagged, and none whose
+given label is also the most probable class. Flagged files are ranked by their probability of
+the given label (self-confidence), lowest first.
+
+The findings land in the run folder as label_issues.csv (one home for its columns and for
+reading it back: `toolkit train --exclude RUN/label_issues.csv` trains without them) and a
+gallery of the top suspects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit.errors import RecordError, UsageError
+from toolkit.manifest import ACCEPTED, read_manifest
+from toolkit.paths import atomic_write, atomic_write_json, read_regular, relative_problem
+from toolkit.pipeline import SPLITS, DecodedImages, decode_rows, make_dataset
+from toolkit.runs import (
+    LABEL_ISSUES_CSV,
+    LABEL_ISSUES_PNG,
+    RUN_JSON,
+    Run,
+    load_run,
+    read_run_config,
+)
+
+log = logging.getLogger(__name__)
+
+#: Folds of the cross-fitted logistic regression: each file is scored by the fit without it.
+N_FOLDS = 5
+#: Inverse L2 strength of the logistic regression on the standardised embeddings.
+LOGISTIC_C = 1.0
+#: label_issues.csv's columns, in order; `score` is the out-of-sample probability of the
+#: given label (lower is more suspect), `root` the data folder the path is relative to.
+ISSUE_COLUMNS = ("path", "root", "split", "given_label", "suggested_label", "score")
+#: Probabilities within this of each other count as equal (the given label wins a tie).
+_TIE = 1e-6
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+@dataclass(frozen=True)
+class LabelIssues:
+    """Confident learning's verdict on n files: which labels look wrong, and how sure."""
+
+    thresholds: np.ndarray  # (k,) mean probability of each class among its own files
+    joint: np.ndarray  # (k, k) calibrated confident joint: rows given label, columns true
+    is_issue: np.ndarray  # (n,) bool
+    self_confidence: np.ndarray  # (n,) probability of the given label
+    suggested: np.ndarray  # (n,) the most probable class
+
+    @property
+    def ranked(self) -> np.ndarray:
+        """Indices of the flagged files, the least self-confident first (ties: file order)."""
+        flagged = np.flatnonzero(self.is_issue)
+        return flagged[np.argsort(self.self_confidence[flagged], kind="stable")]
+
+
+def confident_thresholds(labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Each class's mean probability among the files given that class (2, above any
+    probability, for a class no file is given: nothing is confidently in it)."""
+    k = proba.shape[1]
+    means = [proba[labels == c, c].mean() if np.any(labels == c) else 2.0 for c in range(k)]
+    return np.maximum(np.asarray(means, dtype=float), 2 * _TIE)
+
+
+def confident_joint(labels: np.ndarray, proba: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Counts of (given label, true class) over files confidently in some class: the class
+    reaching its threshold, or the most probable of several that do. Uncalibrated; each
+    diagonal cell at least 1."""
+    k = proba.shape[1]
+    confident = proba >= thresholds - _TIE
+    n_confident = confident.sum(axis=1)
+    guess = np.where(n_confident > 1, proba.argmax(axis=1), confident.argmax(axis=1))
+    counted = n_confident > 0
+    # counted (true, given) and transposed, as cleanlab does: the memory layout orders the
+    # calibration's float sums, whose last bit breaks its rounding ties
+    by_true = np.zeros((k, k), dtype=np.int64)
+    np.add.at(by_true, (guess[counted], labels[counted]), 1)
+    joint = by_true.T
+    np.fill_diagonal(joint, np.maximum(joint.diagonal(), 1))
+    return joint
+
+
+def calibrate_joint(joint: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Scale each row to its label's file count and the whole to the number of files, as
+    whole counts that keep each row's total."""
+    k = len(joint)
+    counts = np.bincount(labels, minlength=k).astype(float)
+    # in cleanlab's order of operations: rounding ties then fall the same way
+    rows = (joint.T / np.maximum(joint.sum(axis=1), 1e-100) * counts).T
+    scaled = rows / max(np.sum(rows), 1e-100) * counts.sum()
+    return np.vstack([_round_keeping_sum(row) for row in scaled])
+
+
+def _round_keeping_sum(values: np.ndarray) -> np.ndarray:
+    """Whole numbers summing to the rounded sum of `values`: the cells furthest from their
+    rounding take the difference."""
+    values = np.asarray(values, dtype=float)
+    out = values.round()
+    target = round(float(values.sum()))
+    while abs(out.sum() - target) > _TIE:
+        step = 1 if target > out.sum() else -1
+        n = min(int(abs(target - out.sum())), len(values))
+        for i in np.argsort(values - out)[::-step][:n]:  # the largest remainders go up
+            out[i] += step
+    return out.astype(np.int64)
+
+
+def _keep_one_per_class(joint: np.ndarray) -> np.ndarray:
+    """(true class, given label) counts to prune, leaving each given label at least one
+    file it keeps: a diagonal raised to 1 takes the difference from that label's others."""
+    prune = joint.T.astype(float)
+    diagonal = prune.diagonal().copy()
+    raised = np.maximum(diagonal, 1)
+    others = np.maximum(np.count_nonzero(prune, axis=0) - 1.0, 1.0)
+    prune = np.maximum(prune - (raised - diagonal) / others, 0)
+    np.fill_diagonal(prune, raised)
+    return np.trunc(prune).astype(np.int64)  # a share of a file is not pruned
+
+
+def find_label_issues(labels: Sequence[int] | np.ndarray, proba: np.ndarray) -> LabelIssues:
+    """Confident learning on out-of-sample probabilities `proba` (n, k) of files given
+    `labels` (n,): for each given label, as many files as the calibrated confident joint
+    says belong to each other class, those with the widest margin for that class; never a
+    file whose given label is the most probable class."""
+    labels = np.asarray(labels, dtype=np.int64)
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or len(proba) != len(labels):
+        raise ValueError(f"expected (n, k) probabilities for {len(labels)} labels")
+    thresholds = confident_thresholds(labels, proba)
+    joint = calibrate_joint(confident_joint(labels, proba, thresholds), labels)
+    prune = _keep_one_per_class(joint)
+    is_issue = np.zeros(len(labels), dtype=bool)
+    for given in range(proba.shape[1]):
+        members = np.flatnonzero(labels == given)
+        if len(members) <= 1:  # a class of one keeps its file
+            continue
+        for true in range(proba.shape[1]):
+            n = int(prune[true, given])
+            if true == given or n <= 0:
+                continue
+            margin = proba[members, true] - proba[members, given]
+            is_issue[members[np.argsort(-margin, kind="stable")[:n]]] = True
+    rows = np.arange(len(labels))
+    self_confidence = proba[rows, labels]
+    favoured = proba.copy()
+    favoured[rows, labels] += _TIE
+    agrees = favoured.argmax(axis=1) == labels
+    return LabelIssues(thresholds, joint, is_issue & ~agrees, self_confidence, proba.argmax(axis=1))
+
+
+def cross_fit_proba(
+    embeddings: np.ndarray, labels: np.ndarray, *, folds: int = N_FOLDS, seed: int = 0
+) -> np.ndarray:
+    """(n, k) probabilities, each row from a logistic regression fitted on the other folds
+    (stratified), on embeddings standardised by those folds alone."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels, dtype=np.int64)
+    k = int(labels.max()) + 1
+    proba = np.zeros((len(labels), k))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fit_rows, score_rows in splitter.split(embeddings, labels):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=LOGISTIC_C, max_iter=2000))
+        with warnings.catch_warnings(record=True) as caught:
+            # a fold that does not converge still ranks its files; say so, don't stop
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.fit(embeddings[fit_rows], labels[fit_rows])
+        for warning in caught:
+            log.info("label audit: %s", warning.message)
+        proba[np.ix_(score_rows, model.classes_)] = model.predict_proba(embeddings[score_rows])
+    return proba
+
+
+def usable_folds(labels: np.ndarray, n_classes: int, folds: int = N_FOLDS) -> int:
+    """Folds the smallest class allows (each fold's fit must see every class): 0 when a
+    class has fewer than 2 files, and nothing can be audited."""
+    smallest = int(np.bincount(labels, minlength=n_classes).min()) if len(labels) else 0
+    return min(folds, smallest) if smallest >= 2 else 0
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def embed(run: Run, decoded: DecodedImages, batch_size: int = 256) -> np.ndarray:
+    """Each image's penultimate-layer output: what the run's classification head reads,
+    from the same scaled input the model is scored on (`make_dataset`)."""
+    import keras
+
+    model = run.model
+    head = model.layers[-1]
+    embedder = keras.Model(model.inputs, head.input)
+    if len(decoded) == 0:
+        return np.zeros((0, int(head.input.shape[-1])), dtype=np.float32)
+    images = make_dataset(decoded, batch_size=batch_size, binary=run.binary).map(lambda x, y: x)
+    return np.asarray(embedder.predict(images, verbose=0), dtype=np.float32)
+
+
+@dataclass
+class AuditResult:
+    """The audit of one run: every scored file, the flagged ones ranked, the method's facts."""
+
+    folder: Path
+    labels: list[str]
+    scored: pd.DataFrame  # one row per scored file: ISSUE_COLUMNS, then is_issue
+    issues: pd.DataFrame  # the flagged rows, ranked (what label_issues.csv holds)
+    folds: int
+    why_not: str | None = None  # set when nothing could be audited
+    proba: np.ndarray | None = None  # (n, k) the out-of-sample probabilities, scored's order
+
+    def record(self) -> dict[str, Any]:
+        """run.json's `audit`: what label_issues.csv is and how it was made."""
+        return {
+            "file": LABEL_ISSUES_CSV,
+            "n_scored": len(self.scored),
+            "n_flagged": len(self.issues),
+            "folds": self.folds,
+            "method": "confident learning (prune by noise rate) on k-fold logistic regression "
+            "of the network's penultimate-layer embeddings",
+            **({"skipped": self.why_not} if self.why_not else {}),
+        }
+
+
+def audit_decoded(
+    run: Run,
+    manifest: pd.DataFrame,
+    decoded: Mapping[str, DecodedImages],
+    *,
+    seed: int = 0,
+    folds: int = N_FOLDS,
+) -> AuditResult:
+    """Audit the decoded splits of a run's manifest; write label_issues.csv and the gallery
+    into the run folder. `decoded[split]` holds that split's accepted rows, as decoded."""
+    frames, images, embeddings = [], [], []
+    for split in SPLITS:
+        part = decoded.get(split)
+        if part is None or len(part) == 0:
+            continue
+        rows = manifest[manifest["split"] == split]
+        kept = rows.iloc[part.kept] if part.kept is not None else rows
+        root = str(manifest.attrs.get("root") or ".")
+        roots = kept["root"].astype(str) if "root" in kept.columns else [root] * len(kept)
+        roots = [_real(r) for r in roots]  # the CSV means the same from any working folder
+        frames.append(
+            pd.DataFrame(
+                {
+                    "path": part.paths,
+                    "root": list(roots),
+                    "split": split,
+                    "label_id": part.labels.astype(np.int64),
+                }
+            )
+        )
+        images.append(part)
+        embeddings.append(embed(run, part))
+    scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    labels = scored["label_id"].to_numpy() if len(scored) else np.zeros(0, dtype=np.int64)
+    k = usable_folds(labels, len(run.labels), folds)
+    if k == 0:
+        result = AuditResult(
+            run.folder, run.labels, scored, _issue_frame(scored.iloc[:0]), 0,
+            why_not="a class has fewer than 2 decoded files: nothing to cross-fit",
+        )  # fmt: skip
+        write_label_issues(run.folder, result.issues)
+        return result
+    proba = cross_fit_proba(np.concatenate(embeddings), labels, folds=k, seed=seed)
+    verdict = find_label_issues(labels, proba)
+    names = np.asarray(run.labels, dtype=object)
+    scored = scored.assign(
+        given_label=names[labels],
+        suggested_label=names[verdict.suggested],
+        score=verdict.self_confidence.round(6),
+        is_issue=verdict.is_issue,
+    )
+    issues = _issue_frame(scored.iloc[verdict.ranked])
+    write_label_issues(run.folder, issues)
+    _draw_suspects(run.folder, issues, verdict.ranked, images)
+    scored = scored.drop(columns="label_id")
+    return AuditResult(run.folder, run.labels, scored, issues, k, proba=proba)
+
+
+def _issue_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in ISSUE_COLUMNS})
+    return rows.loc[:, list(ISSUE_COLUMNS)].reset_index(drop=True)
+
+
+def _draw_suspects(
+    folder: Path, issues: pd.DataFrame, ranked: np.ndarray, parts: list[DecodedImages]
+) -> None:
+    """The gallery of the top suspects, as the model saw them (the decoded input)."""
+    from toolkit.report.training import MAX_SUSPECTS, plot_label_issues
+
+    offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def image(i: int) -> np.ndarray:
+        part = int(np.searchsorted(offsets, i, side="right") - 1)
+        return np.asarray(parts[part].images[i - offsets[part]])
+
+    top = [image(int(i)) for i in ranked[:MAX_SUSPECTS]]
+    plot_label_issues(issues.head(MAX_SUSPECTS), top, folder / LABEL_ISSUES_PNG)
+
+
+def write_label_issues(folder: Path, issues: pd.DataFrame) -> Path:
+    """label_issues.csv, written whole or not at all."""
+    target = Path(folder) / LABEL_ISSUES_CSV
+    atomic_write(target, lambda fh: issues.to_csv(fh, index=False, columns=list(ISSUE_COLUMNS)))
+    return target
+
+
+def audit_run(
+    folder: Path, *, jobs: int | None = None, progress: bool = False, folds: int = N_FOLDS
+) -> AuditResult:
+    """`toolkit audit RUN`: decode the run's accepted files as training did, audit them,
+    write label_issues.csv and the gallery, and record the audit in run.json."""
+    from toolkit.profiles import load_profile
+
+    folder = Path(folder)
+    run = load_run(folder)
+    manifest = read_manifest(folder)
+    if "split" not in manifest.columns:
+        raise RecordError(folder / "manifest.parquet", "split", "the run's manifest has no split")
+    spec_text = run.config.get("profile", {}).get("spec") or None
+    limit = load_profile(spec_text).scan_options().max_decode_pixels
+    accepted = manifest[(manifest["status"] == ACCEPTED) & manifest["split"].notna()]
+    decoded = {
+        split: decode_rows(
+            accepted[accepted["split"] == split],
+            run.spec,
+            run.labels,
+            root=Path(manifest.attrs.get("root") or "."),
+            max_pixels=limit,
+            jobs=jobs,
+            progress=progress,
+        )
+        for split in SPLITS
+    }
+    seed = int(run.config.get("options", {}).get("seed", 0) or 0)
+    result = audit_decoded(run, accepted, decoded, seed=seed, folds=folds)
+    config = read_run_config(folder)
+    config["audit"] = result.record()
+    atomic_write_json(folder / RUN_JSON, config)
+    return result
+
+
+# ----------------------------------------------------------------------------- --exclude
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """The files a label_issues.csv names, checked against the data being trained."""
+
+    file: Path
+    sha256: str
+    keys: frozenset[tuple[str, str]]  # (real root, path)
+
+    def apply(self, manifest: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The manifest without the listed files, and run.json's `excluded` record."""
+        default = pd.Series(str(manifest.attrs.get("root") or "."), manifest.index)
+        roots = manifest["root"] if "root" in manifest.columns else default
+        keys = [(_real(str(r)), str(p)) for r, p in zip(roots, manifest["path"], strict=True)]
+        listed = np.array([key in self.keys for key in keys], dtype=bool)
+        kept = manifest[~listed]
+        kept.attrs = dict(manifest.attrs)
+        return kept, {
+            "file": str(self.file),
+            "sha256": self.sha256,
+            "n_listed": len(self.keys),
+            "n_excluded": int(listed.sum()),
+        }
+
+
+def read_exclusion(path: Path, roots: Sequence[str]) -> Exclusion:
+    """A label_issues.csv to train without, refused (UsageError, exit 2) when it is not one
+    (its columns differ) or names a file outside the data folders being trained."""
+    path = Path(path)
+    try:
+        data = read_regular(path)
+    except OSError as exc:
+        raise UsageError(f"--exclude {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--exclude {path}: not a {LABEL_ISSUES_CSV}: {exc}") from None
+    if tuple(frame.columns) != ISSUE_COLUMNS:
+        raise UsageError(
+            f"--exclude {path}: not a {LABEL_ISSUES_CSV} (`toolkit audit` writes one): its "
+            f"columns are {list(frame.columns)[:8]}, expected {list(ISSUE_COLUMNS)}"
+        )
+    real_roots = {_real(r) for r in roots}
+    keys = set()
+    for line, (rel, root) in enumerate(zip(frame["path"], frame["root"], strict=True), start=2):
+        why = relative_problem(rel)
+        if why is None and _real(root) not in real_roots:
+            why = f"its root {root!r} is not one of the data folders trained on"
+        if why is not None:
+            raise UsageError(
+                f"--exclude {path}: line {line} names a file outside the data folders "
+                f"({rel!r:.80}: {why}); nothing trained"
+            )
+        keys.add((_real(root), rel))
+    return Exclusion(path, hashlib.sha256(data).hexdigest(), frozenset(keys))
+
+
+def _real(root: str) -> str:
+    return os.path.realpath(root)
