@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.faces", "toolkit.images", "toolkit.quality"),  # faces; decoding; quality scores
     ("toolkit.scan",),  # folder -> manifest rows
     ("toolkit.groups",),  # hash grouping: copies and near copies
+    ("toolkit.expect",),  # what a dataset rule expects of a table; judged without GX
     ("toolkit.gx",),  # Great Expectations: running suites, the expectation classes
     ("validations.rules",),  # the rule catalogue
     ("toolkit.profiles",),  # profiles: which rules, which thresholds

@@ -24,6 +24,7 @@ from PIL import Image
 
 from toolkit.check import DaskEngine, Engine, LocalEngine, check_folder
 from toolkit.cli import main
+from toolkit.expect import Expect
 from toolkit.manifest import read_manifest
 from toolkit.profiles import load_profile
 from toolkit.validate import TABLE_BUILDERS
@@ -207,12 +208,8 @@ class MaxFilesPerClass(DatasetRule):
     def rule(self) -> str:
         return f"each class has <= {self.max_files} files"
 
-    def expectation(self):
-        from toolkit.gx import expectations
-
-        return expectations().ExpectColumnValuesToBeBetween(
-            column="n_files", max_value=self.max_files
-        )
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_between(column="n_files", max_value=self.max_files)
 
     def detail(self, row: pd.Series) -> str:
         return f"{row['n_files']} files, toy limit {self.max_files}"
@@ -233,10 +230,8 @@ class SharedBytes(DatasetRule):
         counts = manifest["sha256"].map(manifest["sha256"].value_counts())
         return pd.DataFrame({"n_same_bytes": counts.fillna(0).astype("int64")})
 
-    def expectation(self):
-        from toolkit.gx import expectations
-
-        return expectations().ExpectColumnValuesToBeBetween(column="n_same_bytes", max_value=1)
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_between(column="n_same_bytes", max_value=1)
 
     def detail(self, row: pd.Series) -> str:
         return f"toy: {row['n_same_bytes']} files hold these bytes"

@@ -27,7 +27,7 @@ from toolkit.errors import DatasetFailedError, ToolkitError, UsageError
 from toolkit.outputs import Staging
 from toolkit.profiles import DEFAULT_PROFILE, Profile, load_profile
 from toolkit.scan import ScanOptions
-from toolkit.validate import Validation
+from toolkit.validate import Runner, Validation
 
 #: The engines `check_folder` (and `toolkit validate --engine`) knows by name.
 ENGINES = ("local", "dask")
@@ -53,6 +53,8 @@ class CheckOptions:
     #: engine's; toolkit.scan.rescan_folder decides which): not there, not a manifest, or
     #: of another folder, and every file is scanned
     previous: Path | None = None
+    #: who runs the rules (Runner.LIBRARIES for Great Expectations' own results)
+    runner: Runner = Runner.FAST
 
 
 @runtime_checkable
@@ -93,7 +95,7 @@ class LocalEngine:
             progress=options.progress,
         )
         scanned = time.perf_counter()
-        result = validate_manifest(manifest, profile)
+        result = validate_manifest(manifest, profile, options.runner)
         result.extra[SCAN_COUNTS_KEY] = asdict(counts)
         seconds = {
             "scan": round(scanned - started, 2),
@@ -146,6 +148,7 @@ class DaskEngine:
             out=options.out,
             run_id=options.run_id,
             max_files=HTML_MAX_FILES if self.max_files is None else self.max_files,
+            runner=options.runner,
         )
         # the cluster scans every file: it never reads an earlier manifest
         n_files = result.counts.n_files if result.counts is not None else len(result.manifest)
@@ -173,12 +176,13 @@ def check_folder(
     out: Path | None = None,
     run_id: str | None = None,
     previous: Path | None = None,
+    runner: Runner = Runner.FAST,
 ) -> Validation:
     """Scan `root` and judge every file and the dataset against `profile` (a Profile, or
     a name or file load_profile takes). `out`: write the manifest there (the engine's
     format). `previous`: a manifest of `root` whose rows of unchanged files the local
-    engine reuses (`CheckOptions.previous`). The seconds each step took are in the
-    result's `seconds`."""
+    engine reuses (`CheckOptions.previous`). `runner`: who runs the rules (the same
+    findings either way). The seconds each step took are in the result's `seconds`."""
     rules = profile if isinstance(profile, Profile) else load_profile(profile)
     chosen = engine_named(engine) if isinstance(engine, str) else engine
     options = CheckOptions(
@@ -188,6 +192,7 @@ def check_folder(
         out=out,
         run_id=run_id,
         previous=previous,
+        runner=runner,
     )
     result, seconds = chosen.check(str(root), rules, options)
     return replace(result, seconds=seconds)
@@ -237,7 +242,8 @@ def check_into(
     into OUT as one staged set (toolkit.outputs). The caller passes OUT through
     `check_output` and `check_replaceable` before this starts any work. `cache`: reuse
     the rows of unchanged files from the manifest OUT already holds (a check of the same
-    folder; the set being replaced), as `check_folder`'s `previous`."""
+    folder; the set being replaced), as `check_folder`'s `previous`. `data_docs` has the
+    libraries run the rules (`Runner.LIBRARIES`): Data Docs are built from GX's results."""
     from toolkit.manifest import MANIFEST_PARQUET
     from toolkit.outputs import new_run_id, staged_outputs
 
@@ -253,6 +259,7 @@ def check_into(
             out=staging.folder,
             run_id=run_id,
             previous=Path(out) / MANIFEST_PARQUET if cache else None,
+            runner=Runner.LIBRARIES if data_docs else Runner.FAST,
         )
         checked_at = time.perf_counter()
         report, report_html, docs, report_json = _write_reports(

@@ -7,9 +7,10 @@ The flow, each step on the workers unless it says driver:
    and cut the sorted list into batches of `batch_files`;
 2. one task per batch scans its files into manifest rows (scan.FileScanner): a Dask
    DataFrame with a partition per batch, persisted on the workers;
-3. file rules run per partition: the same pandera schema the local engine runs, through
-   `map_partitions` (what pandera's own Dask support does; it keeps each row's failures
-   instead of raising on the first failing partition);
+3. file rules run per partition, as the local engine runs them (toolkit.validate's
+   `judge_files`, by the same `Runner`), through `map_partitions` (what pandera's own Dask
+   support does; it keeps each row's failures instead of raising on the first failing
+   partition);
 4. content rules (label conflicts, duplicates, unique paths) need only the rows that share
    bytes, a path, or a perceptual hash within the rules' distance with another row. Exact
    matches come from `value_counts` (a tree reduction); near matches from a shuffle on
@@ -65,6 +66,7 @@ from toolkit.scan import (
 from toolkit.validate import (
     DatasetCounts,
     Finding,
+    Runner,
     Validation,
     class_table,
     judge_dataset,
@@ -227,11 +229,11 @@ def _meta(frame: pd.DataFrame) -> pd.DataFrame:
 # 3: file rules per partition
 
 
-def _judge_partition(part: pd.DataFrame, profile: Profile) -> pd.DataFrame:
+def _judge_partition(part: pd.DataFrame, profile: Profile, runner: Runner) -> pd.DataFrame:
     """The file rules on one partition; each row's findings as JSON [[rule, severity, detail]]."""
     frame = part.reset_index(drop=True)
     found: dict[int, list[list[str]]] = defaultdict(list)
-    for index, f in judge_files(frame, profile):
+    for index, f in judge_files(frame, profile, runner):
         found[index].append([f.rule, f.severity, f.detail])
     out = part.copy()
     out[_FOUND] = pd.array(
@@ -344,8 +346,9 @@ def validate_cluster(
     *,
     options: ScanOptions | None = None,
     batch_files: int = DEFAULT_BATCH_FILES,
+    runner: Runner = Runner.FAST,
 ) -> ClusterValidation:
-    """Scan and validate `data` on the cluster behind `client`."""
+    """Scan and validate `data` on the cluster behind `client`; `runner` runs the rules."""
     # P2P shuffles log every start and end at WARNING; they are how this works, not news
     logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     from distributed import wait
@@ -360,7 +363,7 @@ def validate_cluster(
     clock.lap("scan")
     meta = _meta(empty_manifest())
     meta[_FOUND] = pd.Series(dtype="string")
-    judged = client.persist(ddf.map_partitions(_judge_partition, profile, meta=meta))
+    judged = client.persist(ddf.map_partitions(_judge_partition, profile, runner, meta=meta))
     wait(judged)
     clock.lap("file_rules")
 
@@ -369,7 +372,12 @@ def validate_cluster(
     candidates = candidates.sort_values(_ORDER).reset_index(drop=True)
     suite_results: list[Any] = []
     per_file, dataset_findings = judge_groups(
-        candidates.drop(columns=[_ORDER, _FOUND]), n_hashed, n_distinct, profile, suite_results
+        candidates.drop(columns=[_ORDER, _FOUND]),
+        n_hashed,
+        n_distinct,
+        profile,
+        suite_results,
+        runner,
     )
     grouped: dict[str, list[list[str]]] = defaultdict(list)
     group_findings = []
@@ -385,7 +393,7 @@ def validate_cluster(
     wait(final)
     clock.lap("verdicts")
     counts = _counts(final, class_folders)
-    dataset_findings += judge_dataset(counts, profile, suite_results)
+    dataset_findings += judge_dataset(counts, profile, suite_results, runner)
     file_findings = _file_findings(final)
     findings = sorted(file_findings + group_findings) + sorted(dataset_findings)
     clock.lap("dataset_rules")
@@ -404,6 +412,7 @@ def validate_cluster(
         counts=counts,
         extra={"root": source.url},
         suite_results=suite_results,
+        runner=runner,
     )
     log.info("dask engine, seconds per step: %s", clock.seconds)
     return ClusterValidation(validation, final, attrs, clock.seconds)
@@ -483,6 +492,7 @@ def validate_on_dask(
     out: Path | None = None,
     run_id: str | None = None,
     max_files: int = HTML_MAX_FILES,
+    runner: Runner = Runner.FAST,
 ) -> tuple[Validation, dict[str, float]]:
     """Scan and validate on Dask; write the partitioned manifest into `out` (when given).
 
@@ -496,7 +506,12 @@ def validate_on_dask(
     with connect(options) as client:
         connected = time.perf_counter()
         found = validate_cluster(
-            client, source, profile, options=scan_options, batch_files=options.batch_files
+            client,
+            source,
+            profile,
+            options=scan_options,
+            batch_files=options.batch_files,
+            runner=runner,
         )
         validated = time.perf_counter()
         if run_id is not None:

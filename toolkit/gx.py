@@ -1,17 +1,19 @@
 """Great Expectations, kept behind one door: a quiet ephemeral context and suite runs.
 
-Imported only when dataset rules run, so `toolkit --help` never pays for it.
+Imported only when the user asks for GX's own output (`--data-docs`) and by the tests that
+hold the fast interpreter (toolkit.expect) to GX's verdicts: its import costs seconds.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from toolkit.expect import Expect, ExpectationOutcome
 
 #: The name of the filesystem Data Docs site `write_data_docs` builds.
 DATA_DOCS_SITE = "toolkit"
@@ -40,23 +42,18 @@ def context() -> Any:
     return ctx
 
 
-@dataclass(frozen=True)
-class ExpectationOutcome:
-    """One expectation's verdict, with the table rows it flagged (by position)."""
-
-    key: str
-    success: bool
-    unexpected_rows: list[int]
-    observed: Any
+def expectation(spec: Expect) -> Any:
+    """Great Expectations' own expectation for a toolkit spec: `gxe.ExpectX(**kwargs)`."""
+    return getattr(expectations(), spec.gx_class)(**spec.gx_kwargs())
 
 
 def run_suite(
     table_name: str,
     table: pd.DataFrame,
-    expectations_by_key: dict[str, Any],
+    expected: dict[str, Expect],
     keep: list[Any] | None = None,
 ) -> dict[str, ExpectationOutcome]:
-    """Validate `table` against the given expectations as one suite; results by key.
+    """Validate `table` against the expectations as one GX suite; outcomes by key.
 
     `keep`, when given, receives Great Expectations' own result (for `write_data_docs`).
     """
@@ -77,9 +74,10 @@ def run_suite(
     if suite_name in [s.name for s in ctx.suites.all()]:
         ctx.suites.delete(suite_name)
     suite = gx.ExpectationSuite(name=suite_name)
-    for key, expectation in expectations_by_key.items():
-        expectation.meta = {**(expectation.meta or {}), "rule": key}
-        suite.add_expectation(expectation)
+    for key, spec in expected.items():
+        built = expectation(spec)
+        built.meta = {"rule": key}
+        suite.add_expectation(built)
     suite = ctx.suites.add(suite)
     frame = table.reset_index(drop=True)
     batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
@@ -99,7 +97,6 @@ def run_suite(
             key=key,
             success=bool(res.success),
             unexpected_rows=[int(i) for i in details.get("unexpected_index_list") or []],
-            observed=details.get("observed_value"),
         )
     return outcomes
 

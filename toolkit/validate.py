@@ -1,13 +1,19 @@
 """Runs a profile's rules over a manifest -> findings, a verdict, accepted/rejected rows.
 
-File rules run as one pandera schema (lazy, so every failure of every file is collected);
-dataset rules run as Great Expectations suites over tables derived from the manifest.
-A file is rejected when it breaks any blocking ("error") rule; the dataset fails when a
-blocking dataset-wide rule fails on what is left. Nothing here touches the user's files.
+File rules are pandas tests of each row; dataset rules declare what they expect of tables
+derived from the manifest, in Great Expectations' vocabulary (toolkit.expect). Who runs
+them is a `Runner`: by default the toolkit calls the file rules itself and judges the
+expectations with its own interpreter, since importing pandera and Great Expectations costs
+seconds, more than validating a small folder; `Runner.LIBRARIES` runs the same rules as a
+lazy pandera schema and as GX suites, with the same findings, for GX's own results (Data
+Docs) and as the tests' reference. A file is rejected when it breaks any blocking ("error")
+rule; the dataset fails when a blocking dataset-wide rule fails on what is left. Nothing
+here touches the user's files.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,12 +23,30 @@ from typing import Any
 import pandas as pd
 
 from toolkit import __version__
+from toolkit.expect import judge_table
 from toolkit.manifest import ACCEPTED, DATASET_PATH, REJECTED, normalise_manifest
 from toolkit.profiles import Profile
 from toolkit.text import escape_controls
 from validations.rules import DatasetRule, FileRule, Table
 
 log = logging.getLogger(__name__)
+
+
+class Runner(enum.StrEnum):
+    """Who runs the rules: both give the same findings, in the same order."""
+
+    #: the toolkit: each file rule's `violations` called directly, each dataset rule's
+    #: expectation judged by toolkit.expect; neither library is imported
+    FAST = "fast"
+    #: the libraries: a lazy pandera schema of the file rules, Great Expectations suites of
+    #: the dataset rules (whose results `Validation.suite_results` keeps, for Data Docs)
+    LIBRARIES = "libraries"
+
+    def judged_by(self) -> dict[str, str]:
+        """report.json's "judged_by": what ran the file rules and the dataset rules."""
+        if self is Runner.LIBRARIES:
+            return {"file_rules": "pandera", "dataset_rules": "great_expectations"}
+        return {"file_rules": "pandas", "dataset_rules": "numpy"}
 
 
 @dataclass(frozen=True, order=True)
@@ -54,6 +78,8 @@ class Validation:
     suite_results: list[Any] = field(default_factory=list, repr=False)
     #: wall seconds per step of the engine that checked it (toolkit.check; report.json's)
     seconds: dict[str, float] = field(default_factory=dict, repr=False)
+    #: who ran the rules
+    runner: Runner = Runner.FAST
 
     @property
     def accepted(self) -> pd.DataFrame:
@@ -114,11 +140,14 @@ class Validation:
             "profile": self.profile.as_dict(),
             "root": self.root,
             "toolkit_version": __version__,
+            "judged_by": self.runner.judged_by(),
             **{k: v for k, v in self.extra.items() if k != "root"},
         }
 
 
-def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
+def validate_manifest(
+    manifest: pd.DataFrame, profile: Profile, runner: Runner = Runner.FAST
+) -> Validation:
     """Judge every row and the dataset as a whole; returns the manifest with verdicts.
 
     The steps are the ones the Dask engine (toolkit.cluster) runs on partitions and
@@ -130,10 +159,12 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
     frame.attrs = {**attrs, "profile": profile.spec}
     suite_results: list[Any] = []
     row_findings: dict[int, list[Finding]] = defaultdict(list)
-    for index, finding in judge_files(frame, profile):
+    for index, finding in judge_files(frame, profile, runner):
         row_findings[index].append(finding)
     n_hashed, n_unique = duplicate_counts(frame)
-    grouped, dataset_findings = judge_groups(frame, n_hashed, n_unique, profile, suite_results)
+    grouped, dataset_findings = judge_groups(
+        frame, n_hashed, n_unique, profile, suite_results, runner
+    )
     for index, finding in grouped:
         row_findings[index].append(finding)
 
@@ -145,7 +176,7 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
     frame["warnings"] = _joined(row_findings, frame.index, "warning")
 
     counts = DatasetCounts.of(frame)
-    dataset_findings += judge_dataset(counts, profile, suite_results)
+    dataset_findings += judge_dataset(counts, profile, suite_results, runner)
     findings = sorted(f for fs in row_findings.values() for f in fs) + sorted(dataset_findings)
     passed = not any(f.severity == "error" for f in dataset_findings)
     log.info("validated %d files: %d rejected, passed=%s", len(frame), len(blocking), passed)
@@ -156,6 +187,7 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile) -> Validation:
         passed=passed,
         counts=counts,
         suite_results=suite_results,
+        runner=runner,
     )
 
 
@@ -180,8 +212,13 @@ class DatasetCounts:
         )
 
 
-def judge_files(frame: pd.DataFrame, profile: Profile) -> list[tuple[int, Finding]]:
-    """The file rules (one pandera schema) on a manifest or a partition of one."""
+def judge_files(
+    frame: pd.DataFrame, profile: Profile, runner: Runner = Runner.FAST
+) -> list[tuple[int, Finding]]:
+    """The file rules on a manifest or a partition of one: (row index, finding) for every
+    failure of every file, by rule in the profile's order, then by row."""
+    if runner is Runner.LIBRARIES:
+        return _run_file_rules_with_pandera(frame, profile.file_rules)
     return _run_file_rules(frame, profile.file_rules)
 
 
@@ -197,6 +234,7 @@ def judge_groups(
     n_unique_sha256: int,
     profile: Profile,
     keep: list[Any] | None = None,
+    runner: Runner = Runner.FAST,
 ) -> tuple[list[tuple[int, Finding]], list[Finding]]:
     """The dataset rules that run before rejection: (file findings, dataset findings).
 
@@ -208,18 +246,21 @@ def judge_groups(
     evidence = Evidence(candidates=candidates, n_hashed=n_hashed, n_unique_sha256=n_unique_sha256)
     per_file: list[tuple[int, Finding]] = []
     dataset: list[Finding] = []
-    for index, finding in _run_dataset_rules(evidence, rules, keep):
+    for index, finding in _run_dataset_rules(evidence, rules, runner, keep):
         (per_file.append((index, finding)) if index is not None else dataset.append(finding))
     return per_file, dataset
 
 
 def judge_dataset(
-    counts: DatasetCounts, profile: Profile, keep: list[Any] | None = None
+    counts: DatasetCounts,
+    profile: Profile,
+    keep: list[Any] | None = None,
+    runner: Runner = Runner.FAST,
 ) -> list[Finding]:
     """The dataset rules that run on the verdicts (class counts, rejected share)."""
     rules = [r for r in profile.dataset_rules if r.after_rejection]
     out = []
-    for index, finding in _run_dataset_rules(Evidence(counts=counts), rules, keep):
+    for index, finding in _run_dataset_rules(Evidence(counts=counts), rules, runner, keep):
         assert index is None, "rules run after rejection judge the dataset, not files"
         out.append(finding)
     return out
@@ -239,6 +280,25 @@ def _joined(found: dict[int, list[Finding]], index: pd.Index, severity: str) -> 
 
 
 def _run_file_rules(frame: pd.DataFrame, rules: list[FileRule]) -> list[tuple[int, Finding]]:
+    if not rules or frame.empty:
+        return []
+    flagged_by_rule = []
+    for rule in rules:
+        broken = rule.violations(frame).astype(bool).to_numpy()
+        flagged_by_rule.append((rule, frame.index[broken]))
+    flagged = sorted({int(i) for _, index in flagged_by_rule for i in index})
+    # rows as plain dicts, fetched in one go: frame.loc per finding is ~0.4 ms each
+    rows = frame.loc[flagged].to_dict("index")
+    return [
+        (int(i), Finding(rows[i]["path"], rule.name, rule.severity, rule.detail(rows[i])))
+        for rule, index in flagged_by_rule
+        for i in index
+    ]
+
+
+def _run_file_rules_with_pandera(
+    frame: pd.DataFrame, rules: list[FileRule]
+) -> list[tuple[int, Finding]]:
     if not rules or frame.empty:
         return []
     import pandera.pandas as pa
@@ -269,7 +329,7 @@ def _run_file_rules(frame: pd.DataFrame, rules: list[FileRule]) -> list[tuple[in
 
 
 # --------------------------------------------------------------------------------------
-# Great Expectations: dataset rules
+# Dataset rules: tables, and their expectations judged (toolkit.expect, or toolkit.gx)
 
 
 def class_counts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -380,11 +440,13 @@ TABLE_BUILDERS: dict[Table, Callable[[Evidence], pd.DataFrame]] = {
 
 
 def _run_dataset_rules(
-    evidence: Evidence, rules: list[DatasetRule], keep: list[Any] | None = None
+    evidence: Evidence,
+    rules: list[DatasetRule],
+    runner: Runner = Runner.FAST,
+    keep: list[Any] | None = None,
 ) -> list[tuple[int | None, Finding]]:
     if not rules:
         return []
-    from toolkit.gx import run_suite
 
     by_table: dict[Table, list[DatasetRule]] = defaultdict(list)
     for rule in rules:
@@ -398,9 +460,13 @@ def _run_dataset_rules(
                 table = table.join(rule.prepare(frame))
         if table.empty and not name.judged_when_empty:
             continue
-        outcomes = run_suite(
-            name.value, table, {r.name: r.expectation() for r in table_rules}, keep
-        )
+        expected = {r.name: r.expectation() for r in table_rules}
+        if runner is Runner.LIBRARIES:
+            from toolkit.gx import run_suite
+
+            outcomes = run_suite(name.value, table, expected, keep)
+        else:
+            outcomes = judge_table(table.reset_index(drop=True), expected)
         for rule in table_rules:
             outcome = outcomes[rule.name]
             if outcome.success:

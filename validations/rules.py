@@ -2,11 +2,13 @@
 
 Two kinds, by what runs them (validate.py):
 
-- `FileRule`: a test of one manifest row at a time. validate.py turns each into a pandera
-  Check, so a lazy pandera validation collects every failure of every file.
+- `FileRule`: a test of one manifest row at a time. validate.py calls each on the whole
+  manifest and collects every failure of every file (or, for `Runner.LIBRARIES`, runs them
+  as the Checks of one lazy pandera schema, with the same findings).
 - `DatasetRule`: a test that needs many rows at once (duplicates, label conflicts, class
-  counts). It builds a small table from the manifest and a Great Expectations expectation
-  over it; each row of that table the expectation flags becomes a Finding. When the table
+  counts). It builds a small table from the manifest and declares what it expects of it
+  in Great Expectations' vocabulary (`toolkit.expect.Expect`), judged by the fast
+  interpreter or by GX itself; each row of that table it flags becomes a Finding. When the table
   has one row per file (`per_file = True`), flagged files are rejected like a FileRule's.
 
 Spelling is one everywhere: class `MinFileBytes` <-> rule `"min_file_bytes"` <-> profile key
@@ -26,17 +28,15 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from toolkit.expect import Expect
 from toolkit.groups import NEAR_PHASH_DISTANCE, content_groups
 from toolkit.manifest import DATASET_PATH
 from toolkit.scan import DEFAULT_MAX_DECODE_PIXELS
-
-if TYPE_CHECKING:
-    from great_expectations.expectations import Expectation
 
 SEVERITIES = ("error", "warning")
 
@@ -200,7 +200,7 @@ class FileRule(Rule):
 
 @dataclass(frozen=True)
 class DatasetRule(Rule):
-    """A test over many rows, run as a Great Expectations expectation over a derived table."""
+    """A test over many rows: what it expects of a table derived from the manifest."""
 
     #: the table it judges (see `Table`); the engines build it, the rule only names it
     table: ClassVar[Table] = Table.FILES
@@ -229,8 +229,8 @@ class DatasetRule(Rule):
         """Columns this rule adds to its table (index aligned with the table's rows)."""
         return pd.DataFrame(index=manifest.index)
 
-    def expectation(self) -> Expectation:
-        """The Great Expectations expectation that decides the rule."""
+    def expectation(self) -> Expect:
+        """What the rule expects of its table, in Great Expectations' vocabulary."""
         raise NotImplementedError
 
     def summarise(self, table: pd.DataFrame) -> pd.Series:
@@ -243,7 +243,7 @@ class DatasetRule(Rule):
 
 
 # --------------------------------------------------------------------------------------
-# File rules (pandera)
+# File rules
 
 
 def _readable(manifest: pd.DataFrame) -> pd.Series:
@@ -674,13 +674,7 @@ class NotGrayscale(QualityRule):
 
 
 # --------------------------------------------------------------------------------------
-# Dataset rules (Great Expectations)
-
-
-def _gxe() -> Any:
-    from toolkit.gx import expectations
-
-    return expectations()
+# Dataset rules (expectations in Great Expectations' vocabulary, toolkit.expect)
 
 
 @register
@@ -716,8 +710,8 @@ class LabelConflict(DatasetRule):
                 conflicts[i] = ", ".join(list(other)[:5]) + (" ..." if len(other) > 5 else "")
         return pd.DataFrame({"n_labels": counts, "conflicts_with": conflicts})
 
-    def expectation(self) -> Expectation:
-        return _gxe().ExpectColumnValuesToBeBetween(column="n_labels", max_value=1)
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_between(column="n_labels", max_value=1)
 
     def report_sets(self, manifest: pd.DataFrame, flagged: pd.DataFrame) -> pd.Series:
         # every copy of a conflicting picture is flagged, so the flagged rows hold each set
@@ -772,8 +766,8 @@ class _CopyRule(DatasetRule):
             index=manifest.index,
         )
 
-    def expectation(self) -> Expectation:
-        return _gxe().ExpectColumnValuesToBeBetween(column=f"{self.prefix}_copy_index", max_value=0)
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_between(column=f"{self.prefix}_copy_index", max_value=0)
 
 
 def _path_order(paths: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -854,8 +848,8 @@ class UniquePaths(DatasetRule):
     def rule(self) -> str:
         return "each path appears once"
 
-    def expectation(self) -> Expectation:
-        return _gxe().ExpectColumnValuesToBeUnique(column="path")
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_unique(column="path")
 
     def detail(self, row: pd.Series) -> str:
         return "listed more than once in the manifest"
@@ -874,8 +868,8 @@ class MinClasses(DatasetRule):
     def rule(self) -> str:
         return f"at least {self.min_classes} classes with accepted files"
 
-    def expectation(self) -> Expectation:
-        return _gxe().ExpectTableRowCountToBeBetween(min_value=self.min_classes)
+    def expectation(self) -> Expect:
+        return Expect.table_row_count_to_be_between(min_value=self.min_classes)
 
     def detail(self, row: pd.Series) -> str:
         n = int(row["n_rows"])
@@ -895,8 +889,8 @@ class MinFilesPerClass(DatasetRule):
     def rule(self) -> str:
         return f"each class has >= {self.min_files} accepted files"
 
-    def expectation(self) -> Expectation:
-        return _gxe().ExpectColumnValuesToBeBetween(column="n_accepted", min_value=self.min_files)
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_between(column="n_accepted", min_value=self.min_files)
 
     def detail(self, row: pd.Series) -> str:
         return f"{row['n_accepted']} accepted files, at least {self.min_files} required"
@@ -916,8 +910,8 @@ class ClassBalance(DatasetRule):
     def rule(self) -> str:
         return f"each class has >= {self.min_ratio:.0%} of the largest class's accepted files"
 
-    def expectation(self) -> Expectation:
-        return _gxe().ExpectColumnValuesToBeBetween(
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_between(
             column="ratio_to_largest", min_value=self.min_ratio
         )
 
@@ -941,8 +935,8 @@ class MaxDuplicateShare(DatasetRule):
     def rule(self) -> str:
         return f"at most {self.max_share:.0%} of files are extra copies of another file"
 
-    def expectation(self) -> Expectation:
-        return _gxe().ExpectColumnValuesToBeBetween(column="share", max_value=self.max_share)
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_between(column="share", max_value=self.max_share)
 
     def detail(self, row: pd.Series) -> str:
         return (
@@ -964,10 +958,8 @@ class MaxRejectedShare(DatasetRule):
     def rule(self) -> str:
         return f"at most {self.max_share:.0%} of files rejected"
 
-    def expectation(self) -> Expectation:
-        return _gxe().ExpectColumnValuesToBeBetween(
-            column="rejected_share", max_value=self.max_share
-        )
+    def expectation(self) -> Expect:
+        return Expect.column_values_to_be_between(column="rejected_share", max_value=self.max_share)
 
     def detail(self, row: pd.Series) -> str:
         return (
