@@ -194,3 +194,25 @@ def test_darkening_or_fading_a_photo_leaves_its_sharpness_and_colour(tmp_path: P
         scores = measure_quality(CORRUPTIONS[name][0](photo))
         assert scores["sharpness"] == pytest.approx(base["sharpness"], rel=0.25), name
         assert scores["chroma_ratio"] == pytest.approx(base["chroma_ratio"], rel=0.25), name
+
+
+def test_report_html_shows_each_flagged_rule_with_its_scores_and_threshold(
+    tmp_path: Path,
+) -> None:
+    from toolkit.cli import main
+
+    photo = textured_photo(9)
+    _save(photo, tmp_path / "data" / "happy" / "photo.jpg")
+    dark = CORRUPTIONS["darkened"][0](textured_photo(11))  # no copy of another file
+    _save(dark, tmp_path / "data" / "happy" / "dark.jpg")
+    _save(textured_photo(10), tmp_path / "data" / "sad" / "photo.jpg")
+    out = tmp_path / "out"
+    argv = ["validate", str(tmp_path / "data"), "-p", "scraped", "-o", str(out), "--no-faces"]
+    assert main(argv) in (0, 1)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    group = page[page.index('id="group-not_dark"') :]
+    group = group[: group.index("</section>")]
+    assert 'id="chart-not_dark"' in group
+    assert "1 lie below the not_dark threshold 0.3" in group
+    assert 'data-path="happy/dark.jpg"' in group
+    assert 'id="group-not_blurry"' not in page  # no file flagged: no gallery

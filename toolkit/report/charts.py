@@ -1,9 +1,10 @@
-"""The report's charts, drawn with matplotlib (Agg, no pyplot state) into PNG data: URIs.
+"""The report's charts: SVG data: URIs drawn by toolkit.report.svg (no matplotlib, whose
+import and layout cost more than validating a small folder).
 
 Each chart draws the profile's thresholds on the data they judge, so a reader sees how far
-the files are from the bound, not only that they broke it. Every plot here and in
-`toolkit.report.training` draws under `plain_text` and saves through `png_bytes`, and
-shows a name from the data through `shown`: a class named `$\\bogus$` is text, not math.
+the files are from the bound, not only that they broke it. Every chart shows a name from
+the data through `shown`. The matplotlib plots (`toolkit.report.training`'s) draw under
+`plain_text` and save through `png_bytes`: a class named `$\\bogus$` is text, not math.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.manifest import REJECTED
+from toolkit.report.svg import Axis, Plot, data_uri
 from toolkit.text import escape_controls
 
 ACCEPTED_COLOUR = "#2e7d32"
@@ -80,43 +82,36 @@ class Chart:
     caption: str
 
 
-@plain_text
 def plot_classes(classes: pd.DataFrame, *, min_ratio: float | None, min_files: int | None) -> Chart:
     """Files per class before (found) and after (accepted) validation, with the bounds."""
     drawn = classes.sort_values("n_files", ascending=False, kind="stable").head(MAX_CLASSES_DRAWN)
     drawn = drawn.sort_values("label", kind="stable")
-    fig, ax = _figure(width=max(5.0, min(12.0, 1.0 + 0.55 * len(drawn))))
-    x = np.arange(len(drawn))
-    found = ax.bar(x - 0.2, drawn["n_files"], 0.4, color=FOUND_COLOUR, label="found")
-    kept = ax.bar(x + 0.2, drawn["n_accepted"], 0.4, color=ACCEPTED_COLOUR, label="accepted")
-    for bars in (found, kept):
-        ax.bar_label(bars, fmt="{:,.0f}", fontsize=7, padding=1)
-    ax.set_xticks(x)
-    ax.set_xticklabels(
-        [shown(label) for label in drawn["label"]],
-        rotation=30 if len(drawn) > 6 else 0,
-        ha="right" if len(drawn) > 6 else "center",
-    )
+    width = int(_DPI * max(5.0, min(12.0, 1.0 + 0.55 * len(drawn))))
+    labels = [shown(label) for label in drawn["label"]]
+    top = float(max(drawn["n_files"].max() if len(drawn) else 0, 1))
     words = []
     largest = int(classes["n_accepted"].max()) if len(classes) else 0
-    if min_ratio is not None and largest:
-        bound = min_ratio * largest
-        ax.axhline(
-            bound,
-            color=BOUND_COLOUR,
-            ls="--",
-            lw=1.2,
-            label=f"class_balance: {min_ratio:.0%} of the largest ({bound:,.0f})",
+    bound = min_ratio * largest if min_ratio is not None and largest else None
+    for value in (bound, min_files):
+        top = max(top, float(value or 0))
+    plot = Plot(
+        width=width,
+        x=Axis(-0.6, max(len(drawn), 1) - 0.4),
+        y=Axis(0.0, top * 1.15, fmt=lambda v: f"{v:,.0f}"),
+        ylabel="files",
+        categories=labels,
+    )
+    x = np.arange(len(drawn))
+    plot.bars(x - 0.2, drawn["n_files"].tolist(), 0.4, FOUND_COLOUR, "found")
+    plot.bars(x + 0.2, drawn["n_accepted"].tolist(), 0.4, ACCEPTED_COLOUR, "accepted")
+    if bound is not None:
+        plot.hline(
+            bound, BOUND_COLOUR, f"class_balance: {min_ratio:.0%} of the largest ({bound:,.0f})"
         )
         words.append(f"class_balance bound {min_ratio:.0%} of the largest class ({bound:,.0f})")
     if min_files is not None:
-        ax.axhline(
-            min_files, color="#6a1b9a", ls=":", lw=1.2, label=f"min_files_per_class: {min_files:,}"
-        )
+        plot.hline(min_files, "#6a1b9a", f"min_files_per_class: {min_files:,}", dash="2 2")
         words.append(f"min_files_per_class bound {min_files:,}")
-    ax.set_ylabel("files")
-    _legend(fig, ax)
-    ax.margins(y=0.15)
     counts = "; ".join(
         f"{shown(r.label)}: {r.n_files:,} found, {r.n_accepted:,} accepted"
         for r in drawn.head(12).itertuples()
@@ -128,66 +123,52 @@ def plot_classes(classes: pd.DataFrame, *, min_ratio: float | None, min_files: i
     caption = "Grey: files found; green: files accepted."
     if len(classes) > len(drawn):
         caption += f" The {len(drawn)} largest of {len(classes):,} classes are drawn."
-    return _chart(fig, "chart-classes", "Files per class", ". ".join([alt, *words]), caption)
+    return _svg_chart(plot, "chart-classes", "Files per class", ". ".join([alt, *words]), caption)
 
 
-@plain_text
 def plot_file_sizes(manifest: pd.DataFrame, *, min_bytes: int | None) -> Chart:
     """Histogram of file sizes (log scale), accepted and rejected stacked, with the floor."""
-    fig, ax = _figure()
     sizes = manifest["file_bytes"].astype("float64")
-    positive = sizes > 0
+    positive = (sizes > 0).fillna(False)
     n_empty = int((sizes == 0).sum())
+    plot = Plot(xlabel="file size (log scale)", ylabel="files")
     if positive.any():
         low, high = float(sizes[positive].min()), float(sizes[positive].max())
         if min_bytes:
             low, high = min(low, float(min_bytes)), max(high, float(min_bytes))
         bins = np.geomspace(low / 1.05, high * 1.05, 41)
         rejected = (manifest["status"] == REJECTED).to_numpy()
-        ok = positive.to_numpy()
-        values = [sizes[ok & ~rejected].to_numpy(), sizes[ok & rejected].to_numpy()]
-        ax.hist(
-            values,
-            bins=bins,
-            stacked=True,
-            color=[ACCEPTED_COLOUR, REJECTED_COLOUR],
-            label=["accepted", "rejected"],
+        ok = positive.to_numpy(dtype=bool)
+        values = [sizes[ok & ~rejected].tolist(), sizes[ok & rejected].tolist()]
+        plot.x = Axis(float(bins[0]), float(bins[-1]), log=True, fmt=_bytes)
+        tallest = plot.stacked_hist(
+            values, bins.tolist(), [ACCEPTED_COLOUR, REJECTED_COLOUR], ["accepted", "rejected"]
         )
-        ax.set_xscale("log")
-        _ticks(ax.xaxis, _bytes, bins[0], bins[-1])
+        plot.y = Axis(0.0, max(tallest, 1) * 1.1, fmt=lambda v: f"{v:,.0f}")
     else:
-        _no_data(ax, "no file with a size above 0 bytes")
+        plot.x = Axis(1.0, 1e6, log=True, fmt=_bytes)
+        plot.note("no file with a size above 0 bytes")
     words = f"{int(positive.sum()):,} files drawn"
     if min_bytes is not None:
-        ax.axvline(
-            min_bytes,
-            color=BOUND_COLOUR,
-            ls="--",
-            lw=1.5,
-            label=f"min_file_bytes: {min_bytes:,} bytes",
-        )
+        plot.vline(min_bytes, BOUND_COLOUR, f"min_file_bytes: {min_bytes:,} bytes")
         words += f"; min_file_bytes bound at {min_bytes:,} bytes"
-    ax.set_xlabel("file size (log scale)")
-    ax.set_ylabel("files")
-    _legend(fig, ax)
     caption = "Green: accepted; red: rejected (for any rule)."
     if n_empty:
         caption += f" {n_empty:,} empty file{'s' if n_empty != 1 else ''} (0 bytes) not drawn."
     alt = f"Distribution of file size, log scale: {words}"
-    return _chart(fig, "chart-file-sizes", "File size", alt, caption)
+    return _svg_chart(plot, "chart-file-sizes", "File size", alt, caption)
 
 
-@plain_text
 def plot_dimensions(
     manifest: pd.DataFrame, *, min_side: int | None, max_pixels: int | None
 ) -> Chart:
     """Width x height of every image (log scales), with the min-side and max-pixel bounds."""
-    fig, ax = _figure()
     width = manifest["width_px"].astype("float64")
     height = manifest["height_px"].astype("float64")
     ok = ((width > 0) & (height > 0)).fillna(False).to_numpy(dtype=bool)
     rejected = (manifest["status"] == REJECTED).to_numpy()
     largest = float((width * height)[ok].max()) if ok.any() else 0.0
+    plot = Plot(xlabel="width (px, log scale)", ylabel="height (px, log scale)")
     if ok.any():
         for mask, colour, label in (
             (~rejected, ACCEPTED_COLOUR, "accepted"),
@@ -195,26 +176,15 @@ def plot_dimensions(
         ):
             pick = ok & mask
             if pick.any():
-                ax.scatter(
-                    width[pick],
-                    height[pick],
-                    s=12,
-                    alpha=0.5,
-                    color=colour,
-                    label=label,
-                    rasterized=True,
-                    linewidths=0,
-                )
+                plot.dots(width[pick].tolist(), height[pick].tolist(), colour, label)
         sides = np.concatenate([width[ok], height[ok]])
         low, high = float(sides.min()), float(sides.max())
     else:
-        _no_data(ax, "no image declares a size")
+        plot.note("no image declares a size")
         low, high = 16.0, 4096.0
     words = f"{int(ok.sum()):,} images drawn"
     if min_side is not None:
         low = min(low, float(min_side))
-        ax.axvline(min_side, color="#6a1b9a", ls=":", lw=1.2, label=f"min_side: {min_side} px")
-        ax.axhline(min_side, color="#6a1b9a", ls=":", lw=1.2)
         words += f"; min_side bound at {min_side} px"
     # Drawn to scale only when some image comes near it: a 100 MP bound would otherwise
     # squeeze every real photo into a corner. Far away, it is named, not drawn.
@@ -224,42 +194,27 @@ def plot_dimensions(
         if near:
             high = max(high, float(np.sqrt(max_pixels)) * 1.5)
     low, high = max(low / 1.5, 0.5), high * 1.5
+    plot.x = Axis(low, high, log=True, fmt=lambda v: f"{v:,.0f}")
+    plot.y = Axis(low, high, log=True, fmt=lambda v: f"{v:,.0f}")
+    if min_side is not None:
+        plot.vline(min_side, "#6a1b9a", f"min_side: {min_side} px", dash="2 2")
+        plot.hline(min_side, "#6a1b9a", dash="2 2")
     caption = "Each dot is an image as its header declares it; green accepted, red rejected."
     if max_pixels is not None and near:
         w = np.geomspace(low, high, 200)
-        ax.plot(
-            w,
-            max_pixels / w,
-            color=BOUND_COLOUR,
-            ls="--",
-            lw=1.5,
-            label=f"max_pixels: {max_pixels:,} px",
-        )
+        bound = f"max_pixels: {max_pixels:,} px"
+        plot.line(w.tolist(), (max_pixels / w).tolist(), BOUND_COLOUR, bound)
     elif max_pixels is not None:
         side = np.sqrt(max_pixels)
-        ax.text(
-            0.98,
-            0.97,
-            f"max_pixels: {max_pixels:,} px ({side:,.0f} x {side:,.0f}),\n"
-            f"far beyond the largest image ({largest:,.0f} px)",
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-            fontsize=8,
-            color=BOUND_COLOUR,
-        )
+        plot.note(f"max_pixels: {max_pixels:,} px ({side:,.0f} x {side:,.0f}),", BOUND_COLOUR)
+        plot.note(f"far beyond the largest image ({largest:,.0f} px)", BOUND_COLOUR)
         caption += f" The max_pixels bound ({max_pixels:,} px) is far off the chart."
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(low, high)
-    ax.set_ylim(low, high)
-    for axis in (ax.xaxis, ax.yaxis):
-        _ticks(axis, lambda v: f"{v:,.0f}", low, high)
-    ax.set_xlabel("width (px, log scale)")
-    ax.set_ylabel("height (px, log scale)")
-    _legend(fig, ax)
     alt = f"Image width x height, log scales: {words}"
-    return _chart(fig, "chart-dimensions", "Image width x height", alt, caption)
+    return _svg_chart(plot, "chart-dimensions", "Image width x height", alt, caption)
+
+
+def _svg_chart(plot: Plot, ident: str, title: str, alt: str, caption: str) -> Chart:
+    return Chart(ident, title, data_uri(plot.svg()), alt, caption)
 
 
 def _figure(width: float = 6.0, height: float = 4.0) -> tuple[Any, Any]:
@@ -277,16 +232,6 @@ def _bytes(value: float) -> str:
         if value >= size:
             return f"{value / size:,.3g} {unit}"
     return f"{value:,.0f} B"
-
-
-def _ticks(axis: Any, fmt: Any, low: float, high: float) -> None:
-    """Plain numbers on a log axis (not 6 x 10^1): 1-2-5 steps over few decades, else 10s."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    subs = (1.0, 2.0, 5.0) if high / max(low, 1e-9) <= 1e3 else (1.0,)
-    axis.set_major_locator(LogLocator(base=10, subs=subs))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
-    axis.set_minor_formatter(NullFormatter())
 
 
 def _legend(fig: Any, ax: Any) -> None:
@@ -310,3 +255,51 @@ def _no_data(ax: Any, text: str) -> None:
 def _chart(fig: Any, ident: str, title: str, alt: str, caption: str) -> Chart:
     src = "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi=_DPI)).decode("ascii")
     return Chart(ident, title, src, alt, caption)
+
+
+@plain_text
+def plot_scores(
+    scores: pd.Series,
+    flagged: pd.Series,
+    *,
+    rule: str,
+    words: str,
+    threshold: float,
+    breaks_above: bool,
+) -> Chart:
+    """Histogram of one image-quality score over every scored file, the files the rule
+    flags in the warning colour, and its threshold."""
+    fig, ax = _figure(width=6.0, height=2.6)
+    values = scores.astype("float64")
+    known = np.isfinite(values.to_numpy())
+    hit = flagged.fillna(False).to_numpy(dtype=bool) & known
+    n_known, n_hit = int(known.sum()), int(hit.sum())
+    if n_known:
+        low = min(float(values[known].min()), threshold)
+        high = max(float(values[known].max()), threshold)
+        bins = np.linspace(low, high if high > low else low + 1.0, 41)
+        ax.hist(
+            [values[known & ~hit].to_numpy(), values[hit].to_numpy()],
+            bins=bins,
+            stacked=True,
+            color=[FOUND_COLOUR, BOUND_COLOUR],
+            label=["passes", "flagged"],
+        )
+    else:
+        _no_data(ax, "no file has this score")
+    side = "above" if breaks_above else "below"
+    ax.axvline(threshold, color=REJECTED_COLOUR, ls="--", lw=1.5, label=f"{rule}: {threshold:g}")
+    ax.set_xlabel(shown(words))
+    ax.set_ylabel("files")
+    _legend(fig, ax)
+    n_none = len(values) - n_known
+    alt = (
+        f"Distribution of {words} over {n_known:,} files; {n_hit:,} lie {side} the "
+        f"{rule} threshold {threshold:g}"
+    )
+    caption = f"Grey: passes; orange: flagged ({side} {threshold:g})."
+    if n_none:
+        caption += (
+            f" {n_none:,} file{'s' if n_none != 1 else ''} without a score (not decoded, or flat)."
+        )
+    return _chart(fig, f"chart-{rule}", f"{rule}: {words}", alt, caption)

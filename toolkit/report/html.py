@@ -21,8 +21,16 @@ import pandas as pd
 from toolkit.manifest import ACCEPTED
 from toolkit.paths import atomic_write_text
 from toolkit.report import REPORT_HTML
-from toolkit.report.charts import Chart, plot_classes, plot_dimensions, plot_file_sizes, shown
+from toolkit.report.charts import (
+    Chart,
+    plot_classes,
+    plot_dimensions,
+    plot_file_sizes,
+    plot_scores,
+    shown,
+)
 from toolkit.report.thumbnails import Thumbnail, make_thumbnails
+from validations.rules import QualityRule
 
 if TYPE_CHECKING:
     from toolkit.validate import Finding, Validation
@@ -77,6 +85,8 @@ class FileGroup:
     n_sets: int = 0
     #: flagged files shown once already, under another rule or in a set of copies
     n_elsewhere: int = 0
+    #: an image-quality rule's scores over every file, with its threshold
+    chart: Chart | None = None
 
     @property
     def n_more(self) -> int:
@@ -140,6 +150,8 @@ def _context(validation: Validation, report: dict[str, Any], jobs: int | None) -
     )
     for g in groups:
         g.files = [_with_thumb(f, thumbs) for f in g.files]
+        if isinstance(rules[g.rule], QualityRule):
+            g.chart = _score_chart(rules[g.rule], manifest)
         g.sets = [FileSet([_with_thumb(f, thumbs) for f in s.files], s.n_more) for s in g.sets]
 
     def threshold(rule: str, param: str) -> Any:
@@ -190,6 +202,17 @@ def _context(validation: Validation, report: dict[str, Any], jobs: int | None) -
             "strip": MAX_FILES_PER_STRIP,
         },
     }
+
+
+def _score_chart(rule: QualityRule, manifest: pd.DataFrame) -> Chart:
+    return plot_scores(
+        rule.scores(manifest),
+        rule.violations(manifest),
+        rule=rule.name,
+        words=rule.score_words,
+        threshold=rule.threshold,
+        breaks_above=rule.breaks_above,
+    )
 
 
 #: Where a grid or strip sits on the page (rejected files, no face, other warnings): a file
