@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.cluster",),  # the Dask engine
     ("toolkit.check",),  # the one entry point: scan + validate on an engine
     ("toolkit.quarantine",),  # moving rejected files aside, and back
+    ("toolkit.report.svg",),  # charts drawn as SVG text
     ("toolkit.report.charts", "toolkit.report.thumbnails"),
     ("toolkit.report.html",),  # report.html
     ("toolkit.layers",),  # custom Keras layers

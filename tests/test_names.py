@@ -120,8 +120,9 @@ def test_every_plot_draws_any_name_as_text(
     first: str, second: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     import base64
+    from xml.etree import ElementTree
 
-    from toolkit.report.charts import plot_classes
+    from toolkit.report.charts import plot_classes, shown
     from toolkit.report.training import plot_confusion, plot_curves, plot_reliability
 
     tmp_path = tmp_path_factory.mktemp("plots")
@@ -133,7 +134,11 @@ def test_every_plot_draws_any_name_as_text(
     assert _png_renders(plot_reliability(bins, 0.05, tmp_path / "r.png"))
     classes = pd.DataFrame({"label": labels, "n_files": [5, 3], "n_accepted": [4, 3]})
     chart = plot_classes(classes, min_ratio=0.5, min_files=2)
-    assert _png_renders(base64.b64decode(chart.src.split(",", 1)[1]))
+    svg = ElementTree.fromstring(base64.b64decode(chart.src.split(",", 1)[1]))  # valid XML
+    drawn = [t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    for label in labels:  # drawn as text, escaped (a long name is cut, with "...")
+        assert any(t[:20] == shown(label)[:20] for t in drawn), (label, drawn)
+    assert not any(raw_controls(t) for t in drawn)
     assert not raw_controls(chart.alt)
 
 

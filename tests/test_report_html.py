@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pandas as pd
 import pytest
@@ -80,6 +81,15 @@ def decode_data_uri(src: str, kind: str) -> Image.Image:
     prefix = f"data:{kind};base64,"
     assert src.startswith(prefix), src[:40]
     return Image.open(io.BytesIO(base64.b64decode(src[len(prefix) :])))
+
+
+def svg_size(src: str) -> tuple[float, float]:
+    """The width and height of the SVG inside a data: URI (it must parse as XML)."""
+    prefix = "data:image/svg+xml;base64,"
+    assert src.startswith(prefix), src[:40]
+    root = ElementTree.fromstring(base64.b64decode(src[len(prefix) :]))
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return float(root.attrib["width"]), float(root.attrib["height"])
 
 
 def test_report_states_verdict_profile_and_every_rule_in_words(
@@ -222,8 +232,8 @@ def test_charts_are_embedded_pictures_naming_their_thresholds(
     # the data at a glance, then a chart in each image-quality rule's gallery
     assert set(charts) - scored == {"chart-classes", "chart-file-sizes", "chart-dimensions"}
     for img in charts.values():
-        picture = decode_data_uri(str(img.attrs["src"]), "image/png")
-        assert picture.width > 200 and picture.height > 100
+        width, height = svg_size(str(img.attrs["src"]))
+        assert width > 200 and height > 100
     assert "100 bytes" in charts["chart-file-sizes"].attrs["alt"]  # tiny's min_file_bytes
     assert "100,000,000 px" in charts["chart-dimensions"].attrs["alt"]
     assert "50%" in charts["chart-classes"].attrs["alt"]
@@ -362,7 +372,7 @@ def test_charts_draw_without_sizes_and_name_what_they_leave_out() -> None:
     dims = plot_dimensions(frame, min_side=48, max_pixels=None)
     assert "0 images drawn; min_side bound at 48 px" in dims.alt
     for chart in (classes, sizes, dims):
-        assert decode_data_uri(chart.src, "image/png").width > 200
+        assert svg_size(chart.src)[0] > 200
 
 
 # --------------------------------------------------------------------------------------

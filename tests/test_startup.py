@@ -18,7 +18,7 @@ import pytest
 from corpus import write_clean_folder
 
 #: Libraries the default path must not import: each costs a second or so of start-up.
-HEAVY = ("great_expectations", "pandera", "tensorflow")
+HEAVY = ("great_expectations", "pandera", "tensorflow", "matplotlib")
 
 _RUN = """
 import json, sys

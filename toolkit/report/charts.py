@@ -9,7 +9,6 @@ the data through `shown`. The matplotlib plots (`toolkit.report.training`'s) dra
 
 from __future__ import annotations
 
-import base64
 import functools
 import io
 import warnings
@@ -123,7 +122,7 @@ def plot_classes(classes: pd.DataFrame, *, min_ratio: float | None, min_files: i
     caption = "Grey: files found; green: files accepted."
     if len(classes) > len(drawn):
         caption += f" The {len(drawn)} largest of {len(classes):,} classes are drawn."
-    return _svg_chart(plot, "chart-classes", "Files per class", ". ".join([alt, *words]), caption)
+    return _chart(plot, "chart-classes", "Files per class", ". ".join([alt, *words]), caption)
 
 
 def plot_file_sizes(manifest: pd.DataFrame, *, min_bytes: int | None) -> Chart:
@@ -156,7 +155,7 @@ def plot_file_sizes(manifest: pd.DataFrame, *, min_bytes: int | None) -> Chart:
     if n_empty:
         caption += f" {n_empty:,} empty file{'s' if n_empty != 1 else ''} (0 bytes) not drawn."
     alt = f"Distribution of file size, log scale: {words}"
-    return _svg_chart(plot, "chart-file-sizes", "File size", alt, caption)
+    return _chart(plot, "chart-file-sizes", "File size", alt, caption)
 
 
 def plot_dimensions(
@@ -210,21 +209,11 @@ def plot_dimensions(
         plot.note(f"far beyond the largest image ({largest:,.0f} px)", BOUND_COLOUR)
         caption += f" The max_pixels bound ({max_pixels:,} px) is far off the chart."
     alt = f"Image width x height, log scales: {words}"
-    return _svg_chart(plot, "chart-dimensions", "Image width x height", alt, caption)
+    return _chart(plot, "chart-dimensions", "Image width x height", alt, caption)
 
 
-def _svg_chart(plot: Plot, ident: str, title: str, alt: str, caption: str) -> Chart:
+def _chart(plot: Plot, ident: str, title: str, alt: str, caption: str) -> Chart:
     return Chart(ident, title, data_uri(plot.svg()), alt, caption)
-
-
-def _figure(width: float = 6.0, height: float = 4.0) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure  # no pyplot: no global state, any backend
-
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    ax = fig.add_subplot()
-    ax.grid(alpha=0.3, which="major")
-    ax.set_axisbelow(True)
-    return fig, ax
 
 
 def _bytes(value: float) -> str:
@@ -234,30 +223,6 @@ def _bytes(value: float) -> str:
     return f"{value:,.0f} B"
 
 
-def _legend(fig: Any, ax: Any) -> None:
-    """The legend below the axes, where it never hides a bar or a dot."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="outside lower center",
-        ncols=min(3, len(labels) or 1),
-        fontsize=8,
-        frameon=False,
-        markerscale=1.5,
-    )
-
-
-def _no_data(ax: Any, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555")
-
-
-def _chart(fig: Any, ident: str, title: str, alt: str, caption: str) -> Chart:
-    src = "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi=_DPI)).decode("ascii")
-    return Chart(ident, title, src, alt, caption)
-
-
-@plain_text
 def plot_scores(
     scores: pd.Series,
     flagged: pd.Series,
@@ -269,29 +234,28 @@ def plot_scores(
 ) -> Chart:
     """Histogram of one image-quality score over every scored file, the files the rule
     flags in the warning colour, and its threshold."""
-    fig, ax = _figure(width=6.0, height=2.6)
     values = scores.astype("float64")
     known = np.isfinite(values.to_numpy())
     hit = flagged.fillna(False).to_numpy(dtype=bool) & known
     n_known, n_hit = int(known.sum()), int(hit.sum())
+    plot = Plot(height=260, xlabel=shown(words), ylabel="files")
     if n_known:
         low = min(float(values[known].min()), threshold)
         high = max(float(values[known].max()), threshold)
         bins = np.linspace(low, high if high > low else low + 1.0, 41)
-        ax.hist(
-            [values[known & ~hit].to_numpy(), values[hit].to_numpy()],
-            bins=bins,
-            stacked=True,
-            color=[FOUND_COLOUR, BOUND_COLOUR],
-            label=["passes", "flagged"],
+        plot.x = Axis(float(bins[0]), float(bins[-1]))
+        tallest = plot.stacked_hist(
+            [values[known & ~hit].tolist(), values[hit].tolist()],
+            bins.tolist(),
+            [FOUND_COLOUR, BOUND_COLOUR],
+            ["passes", "flagged"],
         )
+        plot.y = Axis(0.0, max(tallest, 1) * 1.1, fmt=lambda v: f"{v:,.0f}")
     else:
-        _no_data(ax, "no file has this score")
+        plot.x = Axis(min(threshold, 0.0), max(threshold, 0.0) + 1.0)
+        plot.note("no file has this score")
     side = "above" if breaks_above else "below"
-    ax.axvline(threshold, color=REJECTED_COLOUR, ls="--", lw=1.5, label=f"{rule}: {threshold:g}")
-    ax.set_xlabel(shown(words))
-    ax.set_ylabel("files")
-    _legend(fig, ax)
+    plot.vline(threshold, REJECTED_COLOUR, f"{rule}: {threshold:g}")
     n_none = len(values) - n_known
     alt = (
         f"Distribution of {words} over {n_known:,} files; {n_hit:,} lie {side} the "
@@ -302,4 +266,4 @@ def plot_scores(
         caption += (
             f" {n_none:,} file{'s' if n_none != 1 else ''} without a score (not decoded, or flat)."
         )
-    return _chart(fig, f"chart-{rule}", f"{rule}: {words}", alt, caption)
+    return _chart(plot, f"chart-{rule}", f"{rule}: {words}", alt, caption)
