@@ -194,6 +194,8 @@ def score(run_folder: Path, rows: pd.DataFrame, jobs: int | None = None) -> dict
         "accuracy": scores["accuracy"],
         "ece": scores["expected_calibration_error"],
         "roc_auc": scores["roc_auc"],
+        # muxspace is 85% happy: its accuracy alone hides how the sad pictures fare
+        "recall_by_class": {name: c["recall"] for name, c in scores["per_class"].items()},
         "n_left_out": len(decoded.problems),
     }
     if run.spec.crop_faces:
@@ -211,19 +213,21 @@ def run_fold(
     seed: int = 0,
     datasets: Path = SHARED,
     jobs: int | None = None,
+    rescore: bool = False,
 ) -> dict[str, Any]:
     """Train the fold (unless its run folder holds a finished run), score it, keep the scores
-    beside the run; a fold already scored is read back."""
+    beside the run; a fold already scored is read back, or scored again with `rescore`."""
     from toolkit.cli import main
 
     run = out / f"{fold.held_out}-{model}-e{epochs or 'recipe'}-s{seed}"
     saved = run / "loso.json"
-    if saved.is_file():
-        return json.loads(saved.read_text(encoding="utf-8"))
+    before = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    if before and not rescore:
+        return before
     started = time.perf_counter()
     manifests = [validated(out, datasets, n, p, jobs) for n, p in fold.train]
-    validate_minutes = (time.perf_counter() - started) / 60
-    minutes = None
+    validate_minutes = before.get("validate_minutes", (time.perf_counter() - started) / 60)
+    minutes = before.get("train_minutes")
     if not (run / "model.keras").is_file():
         args = ["train", *[a for m in manifests for a in ("--manifest", str(m))]]
         args += ["--model", model, "--seed", str(seed), "--out", str(run)]
@@ -286,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--datasets", type=Path, default=SHARED)
     parser.add_argument("--jobs", "-j", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write folds and summary here")
+    parser.add_argument("--rescore", action="store_true", help="score finished runs again")
     args = parser.parse_args(argv)
     sources = [fold_of_the_day(date.today())] if args.fold_of_the_day else args.fold or SOURCES
     results = [
@@ -297,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             datasets=args.datasets,
             jobs=args.jobs,
+            rescore=args.rescore,
         )
         for fold in make_folds(sources)
     ]

@@ -162,6 +162,16 @@ def test_the_table_ends_with_mean_and_worst() -> None:
     assert lines[-1] == "| worst | | | 80.0% (muxspace) | | 91.5% | |"
 
 
+def test_a_fold_already_scored_is_read_back_without_training_or_scanning(tmp_path) -> None:
+    fold_ = loso.make_folds(["renotte"])[0]
+    saved = tmp_path / "renotte-default-e3-s0" / "loso.json"
+    saved.parent.mkdir()
+    saved.write_text('{"fold": "renotte", "train_minutes": 9.5}', encoding="utf-8")
+    missing = tmp_path / "no-datasets-here"  # a scan or a training would fail on it
+    result = loso.run_fold(fold_, tmp_path, epochs=3, datasets=missing)
+    assert result == {"fold": "renotte", "train_minutes": 9.5}
+
+
 @pytest.mark.shared
 def test_muxspace_passes_the_face_photos_profile_its_imbalance_a_warning() -> None:
     from toolkit.check import check_folder
