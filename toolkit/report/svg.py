@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from xml.sax.saxutils import escape, quoteattr
+from html import escape
 
 FONT_PX = 11
 _CHAR_PX = 0.6 * FONT_PX  # a typical sans-serif character's width at FONT_PX
@@ -302,7 +302,7 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 def _xml(text: str) -> str:
     """`text` as SVG character data: markup escaped, what XML cannot hold replaced."""
-    return escape(_NOT_XML.sub("\ufffd", text))
+    return escape(_NOT_XML.sub("\ufffd", text), quote=False)
 
 
 def _clip(text: str, limit: int = 24) -> str:
@@ -319,6 +319,4 @@ def _hline(x1: float, x2: float, y: float, colour: str) -> str:
 
 def _text(x: float, y: float, text: str, *, size: int = FONT_PX, anchor: str = "start") -> str:
     sized = f' font-size="{size}"' if size != FONT_PX else ""
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor={quoteattr(anchor)}{sized}>{_xml(text)}</text>'
-    )
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{sized}>{_xml(text)}</text>'
