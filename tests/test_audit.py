@@ -16,7 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from toolkit.audit import ISSUE_COLUMNS, cross_fit_proba, find_label_issues, usable_folds
+from toolkit.audit import (
+    ISSUE_COLUMNS,
+    OUTLIER_COLUMNS,
+    cross_fit_proba,
+    find_label_issues,
+    outlier_fence,
+    outlier_scores,
+    usable_folds,
+)
 from toolkit.cli import main
 
 
@@ -172,6 +180,29 @@ def test_the_folds_follow_the_smallest_class(counts: list[int], folds: int) -> N
     assert usable_folds(labels, len(counts)) == folds
 
 
+@pytest.mark.parametrize(
+    ("k", "seed"),
+    [(2, 0), (3, 1)],
+    ids=["two classes: the planted strangers are the outliers", "three classes: the same"],
+)
+def test_files_far_from_every_class_are_the_outliers(k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, 300)
+    embeddings = rng.normal(size=(300, 16)) + 6 * np.eye(16)[labels]
+    strangers = np.arange(0, 300, 60)  # five files unlike any class, under the labels given
+    unused = np.eye(16)[k + 2 : k + 6].sum(axis=0)  # directions no class takes
+    embeddings[strangers] = rng.normal(size=(len(strangers), 16)) + 8 * unused
+    scores = outlier_scores(embeddings, labels, folds=5, seed=0)
+    flagged = np.flatnonzero(scores > outlier_fence(scores))
+    assert set(strangers) <= set(flagged)
+    assert len(flagged) <= len(strangers) + 3  # a typical file is about 1, far below the fence
+    assert np.median(scores) == pytest.approx(1.0, abs=0.2)
+
+
+def test_no_files_no_fence() -> None:
+    assert outlier_fence(np.zeros(0)) == np.inf
+
+
 # ----------------------------------------------------------------------------- end to end
 
 N_PER_CLASS = 20
@@ -226,7 +257,12 @@ def test_training_ends_with_the_audit_and_the_flipped_files_rank_first(
     assert issues["score"].is_monotonic_increasing
     assert set(issues["root"]) == {str(audited["data"].resolve())}
     assert (run / "label_issues.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    outliers = pd.read_csv(run / "outliers.csv")
+    assert tuple(outliers.columns) == OUTLIER_COLUMNS
+    assert outliers["score"].is_monotonic_decreasing
+    assert (run / "outliers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((run / "run.json").read_text())["audit"]
+    assert record["outliers"]["n_flagged"] == len(outliers)
     assert record["file"] == "label_issues.csv"
     assert record["n_scored"] == 2 * (N_PER_CLASS + N_FLIPPED)
     assert record["n_flagged"] == len(issues)

@@ -749,7 +749,7 @@ CRAFTED_RUNS = {
 #: checkpoints: see the test after this one).
 RUN_READERS = [
     (command, case)
-    for command in ("evaluate", "predict", "train --resume")
+    for command in ("evaluate", "predict", "audit", "train --resume")
     for case in CRAFTED_RUNS
     if not (command == "train --resume" and "model file" in case)
 ]
@@ -776,6 +776,7 @@ def test_a_crafted_run_json_is_refused_by_every_command_reading_it(
     args = {
         "evaluate": ["evaluate", str(run), str(data)],
         "predict": ["predict", str(run), str(data / "happy" / "happy_000.jpg")],
+        "audit": ["audit", str(run)],
         "train --resume": ["train", "--resume", "--out", str(run)],
     }[command]
     assert main(args) == 2

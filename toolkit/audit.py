@@ -17,7 +17,8 @@ the given label (self-confidence), lowest first.
 
 The findings land in the run folder as label_issues.csv (one home for its columns and for
 reading it back: `toolkit train --exclude RUN/label_issues.csv` trains without them) and a
-gallery of the top suspects.
+gallery of the top suspects. The same embeddings give outliers.csv: files far from the
+nearest class centroid (pictures of neither class: quote cards, logos, collages).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from toolkit.pipeline import SPLITS, DecodedImages, decode_rows, make_dataset
 from toolkit.runs import (
     LABEL_ISSUES_CSV,
     LABEL_ISSUES_PNG,
+    OUTLIERS_CSV,
+    OUTLIERS_PNG,
     RUN_JSON,
     Run,
     load_run,
@@ -57,6 +60,11 @@ LOGISTIC_C = 1.0
 #: label_issues.csv's columns, in order; `score` is the out-of-sample probability of the
 #: given label (lower is more suspect), `root` the data folder the path is relative to.
 ISSUE_COLUMNS = ("path", "root", "split", "given_label", "suggested_label", "score")
+#: outliers.csv's columns; `score` is the file's distance to the nearest class centroid, in
+#: multiples of the median such distance of the files the fold's centroids came from.
+OUTLIER_COLUMNS = ("path", "root", "split", "given_label", "score")
+#: An outlier lies beyond Q3 + this many interquartile ranges of the scores (Tukey's "far out").
+OUTLIER_IQR = 3.0
 #: Probabilities within this of each other count as equal (the given label wins a tie).
 _TIE = 1e-6
 
@@ -202,6 +210,41 @@ def cross_fit_proba(
     return proba
 
 
+def outlier_scores(
+    embeddings: np.ndarray, labels: np.ndarray, *, folds: int = N_FOLDS, seed: int = 0
+) -> np.ndarray:
+    """Each file's distance to the nearest class centroid of the other folds (standardised
+    by those folds), in multiples of the median distance of those folds' own files to their
+    nearest centroid: about 1 for a typical file, large for one unlike every class."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels, dtype=np.int64)
+    scores = np.zeros(len(labels))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fit_rows, score_rows in splitter.split(embeddings, labels):
+        fit = embeddings[fit_rows]
+        mean, scale = fit.mean(axis=0), fit.std(axis=0) + 1e-9
+        fit_z = (fit - mean) / scale
+        centroids = [fit_z[labels[fit_rows] == c].mean(axis=0) for c in np.unique(labels)]
+        typical = float(np.median(_nearest(fit_z, centroids))) or 1.0
+        score_z = (embeddings[score_rows] - mean) / scale
+        scores[score_rows] = _nearest(score_z, centroids) / typical
+    return scores
+
+
+def _nearest(z: np.ndarray, centroids: Sequence[np.ndarray]) -> np.ndarray:
+    """Each row's distance to the nearest of `centroids`."""
+    return np.min([np.linalg.norm(z - c, axis=1) for c in centroids], axis=0)
+
+
+def outlier_fence(scores: np.ndarray) -> float:
+    """The score beyond which a file is an outlier: Q3 + OUTLIER_IQR x IQR."""
+    if not len(scores):
+        return np.inf
+    q1, q3 = np.percentile(scores, [25, 75])
+    return float(q3 + OUTLIER_IQR * (q3 - q1))
+
+
 def usable_folds(labels: np.ndarray, n_classes: int, folds: int = N_FOLDS) -> int:
     """Folds the smallest class allows (each fold's fit must see every class): 0 when a
     class has fewer than 2 files, and nothing can be audited."""
@@ -214,7 +257,8 @@ def usable_folds(labels: np.ndarray, n_classes: int, folds: int = N_FOLDS) -> in
 
 def embed(run: Run, decoded: DecodedImages, batch_size: int = 256) -> np.ndarray:
     """Each image's penultimate-layer output: what the run's classification head reads,
-    from the same scaled input the model is scored on (`make_dataset`)."""
+    from the same scaled input the model is scored on (`make_dataset`), averaged with the
+    mirror image's where the run scores mirror images too."""
     import keras
 
     model = run.model
@@ -222,8 +266,13 @@ def embed(run: Run, decoded: DecodedImages, batch_size: int = 256) -> np.ndarray
     embedder = keras.Model(model.inputs, head.input)
     if len(decoded) == 0:
         return np.zeros((0, int(head.input.shape[-1])), dtype=np.float32)
+    import tensorflow as tf
+
     images = make_dataset(decoded, batch_size=batch_size, binary=run.binary).map(lambda x, y: x)
-    return np.asarray(embedder.predict(images, verbose=0), dtype=np.float32)
+    found = embedder.predict(images, verbose=0)
+    if run.config.get("model", {}).get("tta_flip"):  # as the run scores: with the mirror image
+        found = (found + embedder.predict(images.map(tf.image.flip_left_right), verbose=0)) / 2
+    return np.asarray(found, dtype=np.float32)
 
 
 @dataclass
@@ -237,6 +286,7 @@ class AuditResult:
     folds: int
     why_not: str | None = None  # set when nothing could be audited
     proba: np.ndarray | None = None  # (n, k) the out-of-sample probabilities, scored's order
+    outliers: pd.DataFrame | None = None  # files far from every class, the farthest first
 
     def record(self) -> dict[str, Any]:
         """run.json's `audit`: what label_issues.csv is and how it was made."""
@@ -244,6 +294,11 @@ class AuditResult:
             "file": LABEL_ISSUES_CSV,
             "n_scored": len(self.scored),
             "n_flagged": len(self.issues),
+            "outliers": {
+                "file": OUTLIERS_CSV,
+                "n_flagged": 0 if self.outliers is None else len(self.outliers),
+                "fence": f"Q3 + {OUTLIER_IQR} x IQR of the distances to the nearest class",
+            },
             "folds": self.folds,
             "method": "confident learning (prune by noise rate) on k-fold logistic regression "
             "of the network's penultimate-layer embeddings",
@@ -290,10 +345,15 @@ def audit_decoded(
         result = AuditResult(
             run.folder, run.labels, scored, _issue_frame(scored.iloc[:0]), 0,
             why_not="a class has fewer than 2 decoded files: nothing to cross-fit",
+            outliers=pd.DataFrame(columns=list(OUTLIER_COLUMNS)),
         )  # fmt: skip
-        write_label_issues(run.folder, result.issues)
+        write_label_issues(run.folder, result.issues)  # no earlier audit's findings stay
+        atomic_write(run.folder / OUTLIERS_CSV, lambda fh: result.outliers.to_csv(fh, index=False))
+        for png in (LABEL_ISSUES_PNG, OUTLIERS_PNG):
+            (run.folder / png).unlink(missing_ok=True)
         return result
-    proba = cross_fit_proba(np.concatenate(embeddings), labels, folds=k, seed=seed)
+    features = np.concatenate(embeddings)
+    proba = cross_fit_proba(features, labels, folds=k, seed=seed)
     verdict = find_label_issues(labels, proba)
     names = np.asarray(run.labels, dtype=object)
     scored = scored.assign(
@@ -304,9 +364,28 @@ def audit_decoded(
     )
     issues = _issue_frame(scored.iloc[verdict.ranked])
     write_label_issues(run.folder, issues)
-    _draw_suspects(run.folder, issues, verdict.ranked, images)
-    scored = scored.drop(columns="label_id")
-    return AuditResult(run.folder, run.labels, scored, issues, k, proba=proba)
+    _draw(
+        run.folder / LABEL_ISSUES_PNG,
+        issues,
+        verdict.ranked,
+        images,
+        f"label audit: the most suspect labels ({LABEL_ISSUES_CSV} has all {len(issues)})",
+    )
+    distance = outlier_scores(features, labels, folds=k, seed=seed)
+    far = np.flatnonzero(distance > outlier_fence(distance))
+    far = far[np.argsort(-distance[far], kind="stable")]
+    outliers = scored.assign(score=distance.round(3)).iloc[far]
+    outliers = outliers.loc[:, list(OUTLIER_COLUMNS)].reset_index(drop=True)
+    atomic_write(run.folder / OUTLIERS_CSV, lambda fh: outliers.to_csv(fh, index=False))
+    _draw(
+        run.folder / OUTLIERS_PNG,
+        outliers,
+        far,
+        images,
+        f"outliers: files far from every class ({OUTLIERS_CSV} has all {len(outliers)})",
+    )
+    scored = scored.drop(columns="label_id").assign(outlier_score=distance.round(3))
+    return AuditResult(run.folder, run.labels, scored, issues, k, proba=proba, outliers=outliers)
 
 
 def _issue_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -315,11 +394,12 @@ def _issue_frame(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.loc[:, list(ISSUE_COLUMNS)].reset_index(drop=True)
 
 
-def _draw_suspects(
-    folder: Path, issues: pd.DataFrame, ranked: np.ndarray, parts: list[DecodedImages]
+def _draw(
+    target: Path, rows: pd.DataFrame, order: np.ndarray, parts: list[DecodedImages], title: str
 ) -> None:
-    """The gallery of the top suspects, as the model saw them (the decoded input)."""
-    from toolkit.report.training import MAX_SUSPECTS, plot_label_issues
+    """A gallery of the files at `order` (into the concatenated parts), as the model saw
+    them, captioned from their `rows` (in the same order)."""
+    from toolkit.report.training import MAX_SUSPECTS, plot_gallery
 
     offsets = np.cumsum([0] + [len(p) for p in parts])
 
@@ -327,8 +407,15 @@ def _draw_suspects(
         part = int(np.searchsorted(offsets, i, side="right") - 1)
         return np.asarray(parts[part].images[i - offsets[part]])
 
-    top = [image(int(i)) for i in ranked[:MAX_SUSPECTS]]
-    plot_label_issues(issues.head(MAX_SUSPECTS), top, folder / LABEL_ISSUES_PNG)
+    captions = []
+    for row in rows.head(MAX_SUSPECTS).itertuples():
+        if "suggested_label" in rows.columns:
+            lines = [f"filed {row.given_label}, looks {row.suggested_label}",
+                     f"p(filed) {float(row.score):.2f}"]  # fmt: skip
+        else:
+            lines = [f"filed {row.given_label}", f"{float(row.score):.1f}x a typical distance"]
+        captions.append([str(row.path), *lines])
+    plot_gallery(captions, [image(int(i)) for i in order[:MAX_SUSPECTS]], target, title)
 
 
 def write_label_issues(folder: Path, issues: pd.DataFrame) -> Path:

@@ -532,7 +532,7 @@ def _echo_training(result: Any) -> None:
 
 def _echo_audit(audit: Any) -> None:
     """The label audit: one line per suspect (most suspect first), then the count."""
-    from toolkit.runs import LABEL_ISSUES_CSV
+    from toolkit.runs import LABEL_ISSUES_CSV, OUTLIERS_CSV
 
     if audit.why_not:
         _say(f"label audit skipped: {audit.why_not}")
@@ -550,6 +550,19 @@ def _echo_audit(audit: Any) -> None:
         f"label audit: {len(issues):,} of {len(audit.scored):,} files look mislabelled "
         f"({audit.folds}-fold); see {audit.folder / LABEL_ISSUES_CSV}"
     )
+    outliers = audit.outliers
+    if outliers is not None and len(outliers):
+        for row in outliers.head(MAX_FINDING_LINES).itertuples():
+            _say(
+                f"{row.path}: outlier: {float(row.score):.1f}x a typical file's distance from "
+                "the nearest class",
+                err=True,
+            )
+        _say(
+            f"warning: {len(outliers):,} files look unlike every class (not a face, a logo, "
+            f"a collage?); see {audit.folder / OUTLIERS_CSV}",
+            err=True,
+        )
 
 
 def confusion_table(labels: list[str], matrix: list[list[int]]) -> list[str]:

@@ -57,6 +57,9 @@ RELIABILITY_PNG = "reliability.png"
 #: The label audit: files whose label the model doubts, ranked, and a gallery of the top ones.
 LABEL_ISSUES_CSV = "label_issues.csv"
 LABEL_ISSUES_PNG = "label_issues.png"
+#: Files far from every class in the same embeddings (not faces, logos, collages), a gallery.
+OUTLIERS_CSV = "outliers.csv"
+OUTLIERS_PNG = "outliers.png"
 
 #: run.json's `status`: written "training", then "finished", or "failed" with the error.
 TRAINING = "training"

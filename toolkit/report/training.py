@@ -125,17 +125,21 @@ def plot_reliability(bins: Sequence[dict[str, Any]], ece: float | None, target: 
     return _save(fig, target)
 
 
-#: The label audit's gallery shows at most this many suspects, the most suspect first.
+#: The label audit's galleries show at most this many files, the most suspect first.
 MAX_SUSPECTS = 24
-#: Suspects per row of the gallery.
+#: Files per row of a gallery.
 SUSPECTS_PER_ROW = 6
+#: Characters of a file name a gallery caption keeps (its end).
+CAPTION_CHARS = 24
 
 
 @plain_text
-def plot_label_issues(issues: Any, images: Sequence[Any], target: Path) -> Path:
-    """The label audit's top suspects as the model saw them, each above its file name, the
-    label it was given, the class the audit suggests and the given label's probability."""
-    n = min(len(issues), len(images), MAX_SUSPECTS)
+def plot_gallery(
+    captions: Sequence[Sequence[str]], images: Sequence[Any], target: Path, title: str
+) -> Path:
+    """Images (uint8, as the model saw them) in rows, each above its caption: the file name
+    first (its end kept), then the lines given; every name shown with controls escaped."""
+    n = min(len(captions), len(images), MAX_SUSPECTS)
     cols = max(1, min(n, SUSPECTS_PER_ROW))
     rows = max(1, -(-n // cols))
     from matplotlib.figure import Figure
@@ -145,19 +149,14 @@ def plot_label_issues(issues: Any, images: Sequence[Any], target: Path) -> Path:
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
-        row = issues.iloc[i]
-        ax = axes.flat[i]
-        pixels = images[i]
+        ax, pixels = axes.flat[i], images[i]
         grey = pixels.ndim == 3 and pixels.shape[-1] == 1
         ax.imshow(pixels[..., 0] if grey else pixels, cmap="gray" if grey else None)
-        name = shown(row["path"])
-        name = name if len(name) <= 24 else "..." + name[-21:]
-        ax.set_title(
-            f"{name}\nfiled {shown(row['given_label'])[:12]}, "
-            f"looks {shown(row['suggested_label'])[:12]}\np(filed) {float(row['score']):.2f}",
-            fontsize=7,
-        )
+        name, *lines = [shown(line) for line in captions[i]]
+        if len(name) > CAPTION_CHARS:
+            name = "..." + name[3 - CAPTION_CHARS :]
+        ax.set_title("\n".join([name, *lines]), fontsize=7)
     if n == 0:
-        axes.flat[0].text(0.5, 0.5, "no label issues found", ha="center", va="center")
-    fig.suptitle(f"label audit: the {n} most suspect labels (label_issues.csv has all)")
+        axes.flat[0].text(0.5, 0.5, "none found", ha="center", va="center")
+    fig.suptitle(shown(title))
     return _save(fig, target)

@@ -1,0 +1,218 @@
+"""Suite: the label audit on known noise. A seeded share of the accepted files' labels is
+flipped in memory (happy <-> sad; the files stay where they are), the default model trains
+on the noisy labels, and the audit at the end of training flags files: its precision and
+recall against the flips, and cleanlab's `find_label_issues` on the same probabilities where
+cleanlab is installed.
+
+Full run: FER2013 train (a per-class sample, see AUDIT_FULL); quick run: the generated demo
+set. For a one-off measurement outside pytest:
+
+    python benchmarks/bench_audit.py --data ../shared/datasets/fer2013/train \\
+        --profile small-faces --per-class 2000 --epochs 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: The share of accepted files whose label is flipped, and the seed that picks them.
+FLIP_SHARE = 0.1
+FLIP_SEED = 0
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """How much to train before auditing: files per class (None: all) and epochs."""
+
+    per_class: int | None
+    epochs: int
+
+
+#: The full run samples FER2013 train so training stays within the suite's minutes.
+AUDIT_FULL = AuditPlan(per_class=2000, epochs=15)
+AUDIT_QUICK = AuditPlan(per_class=None, epochs=6)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The audit against the flips, and cleanlab's on the same probabilities."""
+
+    n_files: int
+    n_flipped: int
+    n_flagged: int
+    precision: float
+    recall: float
+    ranked_precision: float  # of the n_flipped least self-confident files, the share flipped
+    test_accuracy: float  # the model trained on the noisy labels, on its (noisy) test split
+    train_seconds: float
+    cleanlab_precision: float | None = None
+    cleanlab_recall: float | None = None
+    cleanlab_same_files: bool | None = None
+
+
+def sample(manifest: pd.DataFrame, per_class: int | None, seed: int = FLIP_SEED) -> pd.DataFrame:
+    """At most `per_class` accepted rows of each class (seeded); the other rows as they are."""
+    from toolkit.manifest import ACCEPTED
+
+    if per_class is None:
+        return manifest
+    accepted = manifest[manifest["status"] == ACCEPTED]
+    kept = accepted.groupby("label", group_keys=False).apply(
+        lambda g: g.sample(min(len(g), per_class), random_state=seed)
+    )
+    out = manifest.loc[sorted(kept.index)]
+    out.attrs = dict(manifest.attrs)
+    return out
+
+
+def flip_labels(
+    manifest: pd.DataFrame, share: float = FLIP_SHARE, seed: int = FLIP_SEED
+) -> tuple[pd.DataFrame, set[str]]:
+    """The manifest with a seeded `share` of its accepted rows given another class (the other
+    one of two; a random other one of more), and the flipped paths."""
+    from toolkit.manifest import ACCEPTED
+
+    rng = np.random.default_rng(seed)
+    out = manifest.copy()
+    out.attrs = dict(manifest.attrs)
+    accepted = np.flatnonzero((out["status"] == ACCEPTED).to_numpy())
+    chosen = rng.choice(accepted, size=round(share * len(accepted)), replace=False)
+    classes = sorted(out.iloc[accepted]["label"].unique())
+    column = out.columns.get_loc("label")
+    for i in chosen:
+        others = [c for c in classes if c != out.iat[i, column]]
+        out.iat[i, column] = others[int(rng.integers(len(others)))]
+    return out, set(out.iloc[chosen]["path"].astype(str))
+
+
+def measure(
+    manifest: pd.DataFrame, profile: str, plan: AuditPlan, out: Path, *, model: str = "default"
+) -> Outcome:
+    """Flip, train on the noisy labels (the audit runs as training ends), score the flags."""
+    from toolkit.profiles import load_profile
+    from toolkit.train import TrainOptions, merge_manifests, train_model
+
+    noisy, flipped = flip_labels(merge_manifests([sample(manifest, plan.per_class)]))
+    started = time.perf_counter()
+    result = train_model(
+        noisy, out, TrainOptions(model=model, epochs=plan.epochs), profile=load_profile(profile)
+    )
+    seconds = time.perf_counter() - started
+    audit = result.audit
+    assert audit is not None and audit.proba is not None, "the audit did not run"
+    scored = audit.scored
+    is_flip = scored["path"].isin(flipped).to_numpy()
+    flagged = scored["is_issue"].to_numpy(dtype=bool)
+    order = np.argsort(scored["score"].to_numpy(), kind="stable")[: int(is_flip.sum())]
+    outcome = dict(
+        n_files=len(scored),
+        n_flipped=int(is_flip.sum()),
+        n_flagged=int(flagged.sum()),
+        precision=_share(flagged & is_flip, flagged),
+        recall=_share(flagged & is_flip, is_flip),
+        ranked_precision=float(is_flip[order].mean()) if len(order) else 0.0,
+        test_accuracy=float(result.metrics["accuracy"]),
+        train_seconds=round(seconds, 1),
+    )
+    theirs = cleanlab_flags(scored, audit.labels, audit.proba)
+    if theirs is not None:
+        outcome.update(
+            cleanlab_precision=_share(theirs & is_flip, theirs),
+            cleanlab_recall=_share(theirs & is_flip, is_flip),
+            cleanlab_same_files=bool((theirs == flagged).all()),
+        )
+    return Outcome(**outcome)
+
+
+def cleanlab_flags(scored: pd.DataFrame, labels: list[str], proba: np.ndarray) -> Any:
+    """cleanlab's `find_label_issues` on the audit's probabilities; None where not installed."""
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        return None
+    given = scored["given_label"].map({name: i for i, name in enumerate(labels)}).to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cleanlab's own deprecations
+        return np.asarray(find_label_issues(given, proba, n_jobs=1), dtype=bool)
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> float:
+    return float(part.sum() / whole.sum()) if whole.sum() else 0.0
+
+
+# ----------------------------------------------------------------------------- the suite
+
+
+def test_the_audit_finds_flipped_labels(
+    datasets: Any, plan: Any, results: Any, judge: Any, tmp_path: Path
+) -> None:
+    """Precision and recall against a seeded 10% of flipped labels (the issue: >= 0.8 each,
+    as good as cleanlab's on the same probabilities)."""
+    data = datasets.get("demo") if plan.quick else datasets.get("fer2013/train")
+    audit_plan = AUDIT_QUICK if plan.quick else AUDIT_FULL
+    outcome = measure(datasets.validated(data), data.profile, audit_plan, tmp_path / "run")
+    assert outcome.n_flipped > 0 and outcome.n_files > outcome.n_flipped
+    where = f"{data.label}, {FLIP_SHARE:.0%} flipped, {audit_plan.epochs} epochs"
+    results.add("audit", "audit flagged", outcome.n_flagged, "files", where)
+    results.add("audit", "training + audit", outcome.train_seconds, "s", where)
+    results.info("audit", "precision at the number of flips (ranking)",
+                 outcome.ranked_precision, where)  # fmt: skip
+    if outcome.cleanlab_recall is not None:
+        results.info("audit", "cleanlab precision, same probabilities",
+                     outcome.cleanlab_precision, where)  # fmt: skip
+        results.info("audit", "cleanlab recall, same probabilities",
+                     outcome.cleanlab_recall, where)  # fmt: skip
+        assert outcome.cleanlab_same_files, "cleanlab flags other files on the same probabilities"
+    precision = judge("audit_precision", outcome.precision, "flagged files flipped", where)
+    recall = judge("audit_recall", outcome.recall, "flipped files flagged", where)
+    assert precision.passed, f"precision {outcome.precision:.3f}"
+    assert recall.passed, f"recall {outcome.recall:.3f}"
+
+
+# ----------------------------------------------------------------------------- one-off
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure once, outside pytest, and print the outcome as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--profile", default="tutorial")
+    parser.add_argument("--per-class", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--manifest", type=Path, help="Validated manifest folder (reused).")
+    parser.add_argument("--keep", type=Path, help="A new folder for the run (else temporary).")
+    args = parser.parse_args(argv)
+    from toolkit.check import check_folder
+    from toolkit.manifest import read_manifest, write_manifest
+
+    started = time.perf_counter()
+    if args.manifest is not None and args.manifest.is_dir():
+        manifest = read_manifest(args.manifest)
+    else:
+        manifest = check_folder(args.data, args.profile).manifest
+        if args.manifest is not None:
+            args.manifest.mkdir(parents=True)
+            write_manifest(manifest, args.manifest)
+    scan_seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        out = args.keep or Path(tmp) / "run"
+        plan = AuditPlan(args.per_class, args.epochs)
+        outcome = measure(manifest, args.profile, plan, out, model=args.model)
+    print(json.dumps({**asdict(outcome), "scan_seconds": round(scan_seconds, 1)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
