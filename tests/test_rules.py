@@ -1,7 +1,8 @@
 """Every rule: a case at its threshold that passes and one just past it that fails.
 
-The cases run through `validate_manifest` (pandera for file rules, Great Expectations for
-dataset rules), so they check the rule, its threshold, its comparison and the plumbing.
+The cases run through `validate_manifest` (its default runner; tests/test_engines.py holds
+pandera and Great Expectations to the same findings), so they check the rule, its
+threshold, its comparison and the plumbing.
 A rule added to the registry without both kinds of case fails
 `test_every_rule_has_a_passing_and_a_failing_case`; each case's id starts with its rule's name.
 """
