@@ -8,6 +8,8 @@ the reference here, on random tables and on a folder that breaks every rule.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rule_contract import BREAK_EVERY_RULE, write_rule_breaker
 
-from toolkit.check import check_folder
+from toolkit.check import DaskEngine, check_folder
 from toolkit.expect import KINDS, Expect, judge_table
 from toolkit.gx import run_suite
 from toolkit.profiles import load_profile
 from toolkit.validate import Runner, judge_files, validate_manifest
-from validations.rules import REGISTRY, DatasetRule
+from validations.rules import REGISTRY, DatasetRule, FileRule, NotDark
 
 _SETTINGS = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -174,3 +176,45 @@ def test_file_rules_give_the_same_findings_in_the_same_order_through_both_runner
     frame["file_bytes"] = pd.array(sizes, dtype=manifest["file_bytes"].dtype)
     fast = judge_files(frame, profile, Runner.FAST)
     assert fast == judge_files(frame, profile, Runner.LIBRARIES)
+
+
+def test_every_file_rule_words_its_findings_alike_one_by_one_and_all_at_once(broken) -> None:
+    result, profile = broken
+    manifest = result.manifest
+    for rule in (r for r in profile.rules if isinstance(r, FileRule)):
+        rows = manifest[rule.violations(manifest).astype(bool).to_numpy()]
+        one_by_one = [rule.detail(row) for row in rows.to_dict("records")]
+        assert rule.details(rows) == one_by_one, rule.name
+
+
+@pytest.mark.parametrize(
+    "runner", [Runner.FAST, Runner.LIBRARIES], ids=["the toolkit's runner", "pandera"]
+)
+def test_a_quality_rule_scores_its_flagged_files_once_not_once_per_finding(
+    broken, runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder of photos can have a warning for every other file: wording each by scoring a
+    one-row table of its own took seconds per thousand findings."""
+    result, profile = broken
+    dark = pd.concat([result.manifest.head(1)] * 40, ignore_index=True)
+    dark["path"] = [f"happy/dark_{i}.jpg" for i in range(len(dark))]
+    dark["is_decodable"] = True
+    dark["luma_p99"] = 0.01
+    calls = []
+    scores = NotDark.scores
+    monkeypatch.setattr(NotDark, "scores", lambda self, m: calls.append(len(m)) or scores(self, m))
+    findings = judge_files(dark, profile, runner)
+    assert sum(f.rule == "not_dark" for _, f in findings) == len(dark)
+    assert len(calls) <= 3, f"not_dark scored {len(calls)} tables for {len(dark)} findings"
+
+
+def test_the_dask_engine_with_the_libraries_agrees_with_the_local_default(
+    broken, client, tmp_path: Path
+) -> None:
+    result, profile = broken
+    root = Path(result.root)
+    engine = DaskEngine(scheduler=client.scheduler.address)
+    on_dask = check_folder(root, profile, engine=engine, jobs=1, runner=Runner.LIBRARIES)
+    assert on_dask.findings == result.findings and on_dask.passed == result.passed
+    assert on_dask.to_report()["judged_by"]["dataset_rules"] == "great_expectations"
+    assert on_dask.suite_results  # what --data-docs builds its site from
