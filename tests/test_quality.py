@@ -177,14 +177,32 @@ def test_scores_stay_in_their_ranges_for_any_picture(
     img = Image.fromarray(pixels.astype(np.uint8))
     img = img.convert("L") if grey else img
     scores = measure_quality(img)
-    assert 0.0 <= scores["luma_p05"] <= scores["luma_p99"] <= 1.0
+    flat = scores["luma_p99"] is None
+    if not flat:
+        assert 0.0 <= scores["luma_p05"] <= scores["luma_p99"] <= 1.0
     assert 0.0 <= scores["entropy_bits"] <= 8.0
-    for key in ("sharpness", "chroma_ratio"):
-        assert scores[key] is None or scores[key] >= 0.0
+    for key in ("luma_p05", "sharpness", "chroma_ratio"):
+        assert (scores[key] is None) == flat
+        assert flat or scores[key] >= 0.0
     if grey and scores["chroma_ratio"] is not None:
         assert scores["chroma_ratio"] == 0.0
     if max(width, height) <= QUALITY_SIDE_PX and min(width, height) >= 3 and contrast > 0.5:
         assert scores["sharpness"] is not None  # a noisy picture has edges to measure
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["darkened", "brightened"],
+    ids=[
+        "a flat dark picture is one finding, min_entropy, not also not_dark",
+        "a flat pale picture is one finding, min_entropy, not also not_washed_out",
+    ],
+)
+def test_a_flat_picture_is_flagged_flat_whatever_its_colour(tmp_path: Path, first: str) -> None:
+    flat = CORRUPTIONS["flattened"][0](CORRUPTIONS[first][0](textured_photo(12)))
+    _save(flat, tmp_path / "sad" / "flat.jpg")
+    result = check_folder(tmp_path, "tutorial", jobs=1, detect_faces=False)
+    assert {f.rule for f in result.findings if f.rule in QUALITY_RULES} == {"min_entropy"}
 
 
 def test_darkening_or_fading_a_photo_leaves_its_sharpness_and_colour(tmp_path: Path) -> None:

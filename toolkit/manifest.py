@@ -57,8 +57,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "face_w": ("Int64", "... width"),
     "face_h": ("Int64", "... height"),
     # image quality, measured on a copy of fixed size (toolkit.quality); <NA> if not decoded
-    "luma_p99": ("Float64", "99th percentile of luma, 0 black to 1 white (dark: low)"),
-    "luma_p05": ("Float64", "5th percentile of luma, 0 black to 1 white (washed out: high)"),
+    "luma_p99": ("Float64", "99th pct of luma, 0 black to 1 white (dark: low); <NA> flat"),
+    "luma_p05": ("Float64", "5th pct of luma, 0 black to 1 white (washed out: high); <NA> flat"),
     "sharpness": ("Float64", "std of the Laplacian over std of luma (blurred: low); <NA> flat"),
     "entropy_bits": ("Float64", "entropy of the 256-level luma histogram, 0-8 bits (flat: low)"),
     "chroma_ratio": ("Float64", "99th pct of chroma over the luma range (grey: 0); <NA> flat"),

@@ -19,10 +19,11 @@ QUALITY_SIDE_PX = 128
 #: The share of the darkest pixels ignored by `luma_p05` and of the brightest by `luma_p99`:
 #: a few specks of JPEG ringing or a tiny highlight do not make a picture bright or dark.
 DARK_PERCENTILE, LIGHT_PERCENTILE = 99.0, 5.0
-#: Below this standard deviation of luma (0-1) a picture has no contrast to measure edges or
-#: colour against: its `sharpness` and `chroma_ratio` are not defined (None). It is flat,
-#: which `entropy_bits` says.
-MIN_CONTRAST_STD = 0.02
+#: Below this standard deviation of luma (0-1), a couple of grey levels of JPEG noise, a
+#: picture is one flat colour: only `entropy_bits` describes it. Its exposure, sharpness and
+#: colour are None, so a blank page is one finding (min_entropy), not also "dark" or
+#: "washed out" for the colour it happens to be.
+MIN_CONTRAST_STD = 0.01
 
 
 def measure_quality(plain: Any) -> dict[str, float | None]:
@@ -32,50 +33,64 @@ def measure_quality(plain: Any) -> dict[str, float | None]:
     - `luma_p99`, `luma_p05`: the 99th and 5th percentiles of luma (0 black, 1 white);
     - `sharpness`: the standard deviation of the Laplacian over that of luma (edges' share
       of the picture's contrast, so darkening or fading a picture does not blur it);
-      None for a picture too small or too flat to have edges;
     - `entropy_bits`: Shannon entropy of the 256-level luma histogram (0-8 bits);
     - `chroma_ratio`: the 99th percentile of chroma (max(R, G, B) - min(R, G, B)) over the
       luma range (99th - 1st percentile): 0 for a grey picture, even one saved as RGB; as a
-      ratio, darkening or fading a colour photo leaves it unchanged. None when flat.
-    """
-    from PIL import Image
+      ratio, darkening or fading a colour photo leaves it unchanged.
 
-    small = _fixed_size(plain, Image)
-    rgb = np.asarray(small, dtype=np.float32) / 255.0
-    if rgb.ndim == 2:
-        luma, chroma = rgb, np.zeros(1, dtype=np.float32)
+    All but `entropy_bits` are None for a flat picture (`MIN_CONTRAST_STD`) or one under
+    3 pixels a side. Percentiles are read from 256-level histograms:
+    whole levels, the same on every machine.
+    """
+    small = _fixed_size(plain)
+    gray = np.asarray(small if small.mode == "L" else small.convert("L"))
+    counts = np.bincount(gray.ravel(), minlength=256)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    n = gray.size
+    mean = float(counts @ levels) / n
+    spread = float(np.sqrt(max(float(counts @ (levels - mean) ** 2) / n, 0.0)))
+    high, low, bottom = (_percentile(counts, q) for q in (DARK_PERCENTILE, LIGHT_PERCENTILE, 1.0))
+    share = counts[counts > 0] / n
+    has_contrast = min(gray.shape) >= 3 and spread >= MIN_CONTRAST_STD
+    if small.mode == "L":
+        colour = 0.0
     else:
-        # ITU-R BT.601 luma, as Pillow's convert("L") weighs the channels
-        luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        chroma = rgb.max(axis=2) - rgb.min(axis=2)
-    levels = np.clip(np.rint(luma * 255.0), 0, 255).astype(np.intp)
-    counts = np.bincount(levels.ravel(), minlength=256)
-    share = counts[counts > 0] / levels.size
-    high, low, bottom = np.percentile(luma, [DARK_PERCENTILE, LIGHT_PERCENTILE, 1.0])
-    has_contrast = min(luma.shape) >= 3 and float(luma.std()) >= MIN_CONTRAST_STD
-    colour = float(np.percentile(chroma, DARK_PERCENTILE)) / max(float(high - bottom), 1 / 255)
+        rgb = np.asarray(small)
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # a reduction over a 3-long axis is slow
+        chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+        colour = _percentile(np.bincount(chroma.ravel(), minlength=256), DARK_PERCENTILE)
     return {
-        "luma_p99": _rounded(high),
-        "luma_p05": _rounded(low),
-        "sharpness": _sharpness(luma) if has_contrast else None,
+        "luma_p99": high if has_contrast else None,
+        "luma_p05": low if has_contrast else None,
+        "sharpness": _sharpness(gray, spread) if has_contrast else None,
         "entropy_bits": _rounded(-(share * np.log2(share)).sum()),
-        "chroma_ratio": _rounded(colour) if has_contrast else None,
+        "chroma_ratio": _rounded(colour / max(high - bottom, 1 / 255)) if has_contrast else None,
     }
 
 
-def _fixed_size(plain: Any, image_module: Any) -> Any:
+def _percentile(counts: np.ndarray, q: float) -> float:
+    """The lowest level (0-1) at or below which `q` percent of the counted pixels lie."""
+    level = int(np.searchsorted(np.cumsum(counts), q / 100.0 * counts.sum()))
+    return _rounded(min(level, 255) / 255.0)
+
+
+def _fixed_size(plain: Any) -> Any:
+    from PIL import Image
+
     w, h = plain.size
     scale = QUALITY_SIDE_PX / max(w, h)
     if scale >= 1.0:
         return plain
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return plain.resize(size, image_module.Resampling.BOX)
+    # whole-box averaging first (cheap), then the last step to the exact size
+    return plain.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
 
 
-def _sharpness(luma: np.ndarray) -> float:
+def _sharpness(gray: np.ndarray, spread: float) -> float:
+    luma = gray.astype(np.float32) / 255.0
     centre = luma[1:-1, 1:-1]
     laplacian = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4.0 * centre
-    return _rounded(float(laplacian.std()) / float(luma.std()))
+    return _rounded(float(laplacian.std()) / spread)
 
 
 def _rounded(value: float) -> float:

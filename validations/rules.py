@@ -538,7 +538,8 @@ def _score(manifest: pd.DataFrame, column: str) -> pd.Series:
 @dataclass(frozen=True)
 class NotDark(QualityRule):
     """Nearly black pictures: even the brightest pixels are dim, so a face's expression is
-    lost in the dark. Look at them; brighten the ones worth keeping, or leave them out."""
+    lost in the dark. Look at them; brighten the ones worth keeping, or leave them out. (A
+    picture of one flat colour, dark or not, is min_entropy's finding alone.)"""
 
     name: ClassVar[str] = "not_dark"
     score_words: ClassVar[str] = "luma of the brightest 1% (0 black, 1 white)"
