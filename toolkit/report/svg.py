@@ -182,10 +182,11 @@ class Plot:
             14 + (FONT_PX + 6 if self.ylabel else 0) + _CHAR_PX * max(map(len, y_labels), default=1)
         )
         rotate = len(self.categories) > 6
-        names = [_clip(n) for n in self.categories]
-        tick_px = (
-            _CHAR_PX * max(map(len, names), default=1) * 0.5 + FONT_PX if rotate else FONT_PX + 4
-        )
+        names = [_clip(n, 16 if rotate else 24) for n in self.categories]
+        longest = _CHAR_PX * max(map(len, names), default=1)
+        # a name slanted at 30 degrees reaches left of its bar by cos(30) of its length
+        left = max(left, 0.87 * longest - 8) if rotate else left
+        tick_px = longest * 0.5 + FONT_PX if rotate else FONT_PX + 4
         legend = self._legend_places()
         rows = 1 + max((row for row, _, _ in legend), default=-1)
         bottom = 6 + tick_px + (FONT_PX + 8 if self.xlabel else 0) + rows * _LEGEND_ROW_PX
