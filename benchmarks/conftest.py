@@ -73,9 +73,9 @@ LIMITS: dict[str, Limit] = {
     # peak resident memory of a training epoch, less the decoded cache, larger / smaller
     "train_peak_rss_growth": Limit("ceiling", 1.15, 1.15),
     # toolkit validate on a 2-file folder, whole process with its report, seconds / those of
-    # `python -c "import pandas, PIL.Image, cv2"` (issue 30's 1.5 s over that floor's 0.6 s
+    # `python -c "import pandas, PIL.Image, cv2"` (issue 30's 1.5 s over that floor's 0.55 s
     # on the 2-core machine)
-    "startup_vs_import_floor": Limit("ceiling", 2.5, 4.0),
+    "startup_vs_import_floor": Limit("ceiling", 2.7, 4.0),
     # toolkit validate: a first run's seconds / a re-run's on the unchanged folder
     "revalidate_unchanged": Limit("floor", 10.0, 3.0),
     # 1% of the files changed: the re-run's seconds over an unchanged re-run's, as a share
