@@ -84,12 +84,6 @@ LIMITS: dict[str, Limit] = {
     # a first run's seconds / a re-run's under another profile with the same scan options
     # (the issue sets no number: every rule and the advice step run again, the scan not)
     "revalidate_profile_only": Limit("floor", 5.0, 3.0),
-    # each image-quality rule's precision and recall on known corruptions of good photos
-    # (shares, not times: the quick run's generated photos are held to them too)
-    "quality_precision": Limit("floor", 0.9, 0.9),
-    "quality_recall": Limit("floor", 0.9, 0.9),
-    # the scan's seconds with the quality scores / without them, in one process
-    "quality_scan_cost": Limit("ceiling", 1.10, 1.3),
     # whole processes on the same files, report included: the tutorial loop's seconds, and
     # each peer's default run's, / toolkit validate's (its files/s over theirs)
     "validate_vs_tutorial_process": Limit("floor", 1.0, 0.08),
