@@ -44,15 +44,18 @@ class Axis:
         return (value - low) / (high - low) if high > low else 0.5
 
     def ticks(self) -> list[float]:
-        """Tick values: 1-2-5 steps (per decade on a log axis over few decades)."""
+        """Tick values: 1-2-5 steps (per decade on a log axis over few decades; a log axis
+        too short for two of those gets even steps)."""
         if self.log:
             first, last = math.floor(math.log10(self.low)), math.ceil(math.log10(self.high))
             subs = (1, 2, 5) if last - first <= 3 else (1,)
             values = [s * 10.0**e for e in range(first, last + 1) for s in subs]
-        else:
-            step = _nice_step((self.high - self.low) / 5)
-            start = math.ceil(self.low / step) * step
-            values = [start + i * step for i in range(int((self.high - start) / step) + 1)]
+            inside = [v for v in values if self.low <= v <= self.high * (1 + 1e-9)]
+            if len(inside) >= 2:
+                return inside
+        step = _nice_step((self.high - self.low) / 5)
+        start = math.ceil(self.low / step) * step
+        values = [start + i * step for i in range(int((self.high - start) / step) + 1)]
         return [v for v in values if self.low <= v <= self.high * (1 + 1e-9)]
 
 
