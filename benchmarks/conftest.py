@@ -91,8 +91,8 @@ LIMITS: dict[str, Limit] = {
     "validate_vs_cleanvision": Limit("floor", 5.0, 0.7),
     # the label audit against a seeded 10% of flipped labels: flagged files that were
     # flipped, and flipped files flagged (a share, not a ratio of times)
-    "audit_precision": Limit("floor", 0.8, 0.5),
-    "audit_recall": Limit("floor", 0.8, 0.5),
+    "audit_precision": Limit("floor", 0.8, 0.8),
+    "audit_recall": Limit("floor", 0.8, 0.8),
     # each image-quality rule's precision and recall on known corruptions of good photos
     # (shares, not times: the quick run's generated photos are held to them too)
     "quality_precision": Limit("floor", 0.9, 0.9),
@@ -110,6 +110,15 @@ KNOWN_MISSES: dict[str, str] = {
         "(1.4-2 ms with LiteRT), resizing for the hash and the detector (1.4 ms) and the rest "
         "come to about 5.8 ms, against the loop's one decode (2.8 ms): about 0.97x on two "
         "cores at best, 1.44x with nothing but the decode and the network; 0.64-0.95x"
+    ),
+    "audit_precision": (
+        "the flags are only as good as the model: 16 CPU epochs on 3,000 FER2013 faces per "
+        "class give out-of-sample probabilities 85% right on the true labels, and its own "
+        "confident mistakes outnumber the flips it misses; cleanlab flags the same files"
+    ),
+    "audit_recall": (
+        "as audit_precision: flipped training files were fitted by the network whose "
+        "embeddings score them, so the train split's recall trails the held-out splits'"
     ),
 }
 

@@ -55,8 +55,10 @@ log = logging.getLogger(__name__)
 
 #: Folds of the cross-fitted logistic regression: each file is scored by the fit without it.
 N_FOLDS = 5
-#: Inverse L2 strength of the logistic regression on the standardised embeddings.
-LOGISTIC_C = 1.0
+#: Inverse L2 strength of the logistic regression on the standardised embeddings: strong,
+#: as the embeddings have as many dimensions as a small class has files (docs/ has the
+#: comparison of strengths)
+LOGISTIC_C = 0.01
 #: label_issues.csv's columns, in order; `score` is the out-of-sample probability of the
 #: given label (lower is more suspect), `root` the data folder the path is relative to.
 ISSUE_COLUMNS = ("path", "root", "split", "given_label", "suggested_label", "score")
