@@ -340,3 +340,22 @@ def test_audit_refuses_a_folder_that_holds_no_run(
 ) -> None:
     assert main(["audit", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_a_resumed_run_refuses_an_exclude_list(
+    audited: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = audited["run"] / "label_issues.csv"
+    code = main(["train", "--resume", "--out", str(audited["run"]), "--exclude", str(listing)])
+    assert code == 2
+    assert "--exclude applies to a new run" in capsys.readouterr().err
+
+
+def test_the_python_api_audits_a_run_as_the_command_does(audited: dict) -> None:
+    from toolkit.api import audit_run
+
+    result = audit_run(audited["run"])
+    written = pd.read_csv(audited["run"] / "label_issues.csv")
+    assert result.issues["path"].tolist() == written["path"].tolist()
+    assert len(result.scored) == 2 * (N_PER_CLASS + N_FLIPPED)
+    assert result.scored.loc[result.scored["is_issue"], "path"].isin(written["path"]).all()
