@@ -26,7 +26,7 @@ DARK_PERCENTILE, LIGHT_PERCENTILE = 99.0, 5.0
 MIN_CONTRAST_STD = 0.01
 
 
-def measure_quality(plain: Any) -> dict[str, float | None]:
+def measure_quality(plain: Any, gray: Any = None) -> dict[str, float | None]:
     """The quality scores of a decoded, flattened picture (a PIL image in mode "L" or "RGB"),
     keyed by their manifest columns (toolkit.manifest documents them):
 
@@ -38,12 +38,15 @@ def measure_quality(plain: Any) -> dict[str, float | None]:
       luma range (99th - 1st percentile): 0 for a grey picture, even one saved as RGB; as a
       ratio, darkening or fading a colour photo leaves it unchanged.
 
-    All but `entropy_bits` are None for a flat picture (`MIN_CONTRAST_STD`) or one under
-    3 pixels a side. Percentiles are read from 256-level histograms:
-    whole levels, the same on every machine.
+    `gray` is `plain` converted to "L", when the caller has it already (the scan does, for
+    the perceptual hash). All but `entropy_bits` are None for a flat picture
+    (`MIN_CONTRAST_STD`) or one under 3 pixels a side. Percentiles are read from 256-level
+    histograms: whole levels, the same on every machine.
     """
-    small = _fixed_size(plain)
-    gray = np.asarray(small if small.mode == "L" else small.convert("L"))
+    if gray is None:
+        gray = plain if plain.mode == "L" else plain.convert("L")
+    small = _fixed_size(gray, "BOX")
+    gray = np.asarray(small)
     counts = np.bincount(gray.ravel(), minlength=256)
     levels = np.arange(256, dtype=np.float64) / 255.0
     n = gray.size
@@ -52,10 +55,11 @@ def measure_quality(plain: Any) -> dict[str, float | None]:
     high, low, bottom = (_percentile(counts, q) for q in (DARK_PERCENTILE, LIGHT_PERCENTILE, 1.0))
     share = counts[counts > 0] / n
     has_contrast = min(gray.shape) >= 3 and spread >= MIN_CONTRAST_STD
-    if small.mode == "L":
+    if plain.mode == "L":
         colour = 0.0
     else:
-        rgb = np.asarray(small)
+        # a sample of pixels is enough for a percentile, and costs a tenth of averaging them
+        rgb = np.asarray(_fixed_size(plain, "NEAREST"))
         r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # a reduction over a 3-long axis is slow
         chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
         colour = _percentile(np.bincount(chroma.ravel(), minlength=256), DARK_PERCENTILE)
@@ -74,7 +78,7 @@ def _percentile(counts: np.ndarray, q: float) -> float:
     return _rounded(min(level, 255) / 255.0)
 
 
-def _fixed_size(plain: Any) -> Any:
+def _fixed_size(plain: Any, resample: str) -> Any:
     from PIL import Image
 
     w, h = plain.size
@@ -82,6 +86,8 @@ def _fixed_size(plain: Any) -> Any:
     if scale >= 1.0:
         return plain
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if resample == "NEAREST":
+        return plain.resize(size, Image.Resampling.NEAREST)
     # whole-box averaging first (cheap), then the last step to the exact size
     return plain.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
 
