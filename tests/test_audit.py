@@ -359,3 +359,22 @@ def test_the_python_api_audits_a_run_as_the_command_does(audited: dict) -> None:
     assert result.issues["path"].tolist() == written["path"].tolist()
     assert len(result.scored) == 2 * (N_PER_CLASS + N_FLIPPED)
     assert result.scored.loc[result.scored["is_issue"], "path"].isin(written["path"]).all()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read it"), (b"\xff\xfe\x00garbage", "not a label_issues.csv")],
+    ids=["a missing exclude list cannot be read", "binary bytes are not a label_issues.csv"],
+)
+def test_an_unreadable_exclude_list_is_refused_before_any_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, message: str
+) -> None:
+    data = tmp_path / "data"
+    write_flipped_folder(data)
+    listing = tmp_path / "label_issues.csv"
+    if content is not None:
+        listing.write_bytes(content)
+    code = main(["train", str(data), "--out", str(tmp_path / "run"), "--exclude", str(listing)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "files," not in err  # refused before the folder was scanned
