@@ -7,12 +7,17 @@ The "happy vs sad" tutorial cleans its folder with cv2.imread plus imghdr.what p
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
+
+if __name__ == "__main__":  # run as a process of its own (bench_peers.py): find tests/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from imghdr_compat import what  # tests/: imghdr's rules, which Python 3.13 removed
 
 IMAGE_EXTS = ["jpeg", "jpg", "bmp", "png"]
@@ -61,3 +66,10 @@ def tutorial_dataset(data_dir: Path, image_size: int = 256, seed: int = 0) -> An
         str(data_dir), image_size=(image_size, image_size), batch_size=32, seed=seed, verbose=False
     )
     return data.map(lambda x, y: (x / 255, y))
+
+
+if __name__ == "__main__":
+    # `python tutorial.py DATA`: the clean-up loop as a whole process, as a user runs it
+    # (its imports counted); one JSON line of its counts
+    counts = tutorial_cleanup(Path(sys.argv[1]))
+    print(json.dumps({"n_files": counts.n_files, "n_would_delete": counts.n_would_delete}))
