@@ -38,10 +38,11 @@ def measure_quality(plain: Any, gray: Any = None) -> dict[str, float | None]:
       luma range (99th - 1st percentile): 0 for a grey picture, even one saved as RGB; as a
       ratio, darkening or fading a colour photo leaves it unchanged.
 
-    `gray` is `plain` converted to "L", when the caller has it already (the scan does, for
-    the perceptual hash). All but `entropy_bits` are None for a flat picture
-    (`MIN_CONTRAST_STD`) or one under 3 pixels a side. Percentiles are read from 256-level
-    histograms: whole levels, the same on every machine.
+    `gray` is a grey copy of `plain` the caller has already, at least `QUALITY_SIDE_PX` on
+    its longer side unless `plain` is smaller (the scan's copy for the perceptual hash). All
+    but `entropy_bits` are None for a flat picture (`MIN_CONTRAST_STD`) or one under 3
+    pixels a side. Percentiles are read from 256-level histograms: whole levels, the same on
+    every machine.
     """
     if gray is None:
         gray = plain if plain.mode == "L" else plain.convert("L")

@@ -599,9 +599,9 @@ class FileScanner:
     def _fill_hashes_and_faces(self, row: dict, plain: Any, width: int, height: int) -> None:
         import imagehash
 
-        gray = plain.convert("L")
-        row["phash"] = str(imagehash.phash(_phash_copy(gray)))
-        row.update(measure_quality(plain, gray))  # the same decoded copy: no second decode
+        hashed = _phash_copy(plain.convert("L"))
+        row["phash"] = str(imagehash.phash(hashed))
+        row.update(measure_quality(plain, hashed))  # the same decoded copy: no second decode
         if not self.options.detect_faces:
             return
         if self._faces is None:
