@@ -17,8 +17,8 @@ the given label (self-confidence), lowest first.
 
 The findings land in the run folder as label_issues.csv (one home for its columns and for
 reading it back: `toolkit train --exclude RUN/label_issues.csv` trains without them) and a
-gallery of the top suspects. The same embeddings give outliers.csv: files far from the
-nearest class centroid (pictures of neither class: quote cards, logos, collages).
+gallery of the top suspects. The same embeddings give outliers.csv: files far from their
+nearest neighbours (pictures of neither class: quote cards, logos, collages).
 """
 
 from __future__ import annotations
@@ -62,9 +62,14 @@ LOGISTIC_C = 0.01
 #: label_issues.csv's columns, in order; `score` is the out-of-sample probability of the
 #: given label (lower is more suspect), `root` the data folder the path is relative to.
 ISSUE_COLUMNS = ("path", "root", "split", "given_label", "suggested_label", "score")
-#: outliers.csv's columns; `score` is the file's distance to the nearest class centroid, in
-#: multiples of the median such distance of the files the fold's centroids came from.
+#: outliers.csv's columns; `score` is the file's mean distance to its nearest neighbours in
+#: the other folds, in multiples of the median such distance (see `outlier_scores`).
 OUTLIER_COLUMNS = ("path", "root", "split", "given_label", "score")
+#: Neighbours an outlier's distance is averaged over.
+N_NEIGHBOURS = 10
+#: Files of the other folds whose neighbour distances set the typical one (a sample bounds
+#: the cost on large sets).
+TYPICAL_SAMPLE = 2000
 #: An outlier lies beyond Q3 + this many interquartile ranges of the scores (Tukey's "far out").
 OUTLIER_IQR = 3.0
 #: Probabilities within this of each other count as equal (the given label wins a tie).
@@ -215,28 +220,42 @@ def cross_fit_proba(
 def outlier_scores(
     embeddings: np.ndarray, labels: np.ndarray, *, folds: int = N_FOLDS, seed: int = 0
 ) -> np.ndarray:
-    """Each file's distance to the nearest class centroid of the other folds (standardised
-    by those folds), in multiples of the median distance of those folds' own files to their
-    nearest centroid: about 1 for a typical file, large for one unlike every class."""
+    """Each file's mean distance to its N_NEIGHBOURS nearest files of the other folds (in
+    embeddings standardised by those folds), in multiples of the median such distance among
+    those folds' own files: about 1 for a typical file, large for one unlike any other.
+    Neighbours, not class centroids: a very broad smile is far from the happy centroid but
+    close to other broad smiles; a quote card is close to nothing."""
     from sklearn.model_selection import StratifiedKFold
 
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.zeros(len(labels))
+    rng = np.random.default_rng(seed)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fit_rows, score_rows in splitter.split(embeddings, labels):
         fit = embeddings[fit_rows]
         mean, scale = fit.mean(axis=0), fit.std(axis=0) + 1e-9
-        fit_z = (fit - mean) / scale
-        centroids = [fit_z[labels[fit_rows] == c].mean(axis=0) for c in np.unique(labels)]
-        typical = float(np.median(_nearest(fit_z, centroids))) or 1.0
-        score_z = (embeddings[score_rows] - mean) / scale
-        scores[score_rows] = _nearest(score_z, centroids) / typical
+        fit_z = ((fit - mean) / scale).astype(np.float32)
+        sample = rng.choice(len(fit_z), size=min(len(fit_z), TYPICAL_SAMPLE), replace=False)
+        typical = float(np.median(_neighbour_distance(fit_z[sample], fit_z, skip_self=True)))
+        score_z = ((embeddings[score_rows] - mean) / scale).astype(np.float32)
+        scores[score_rows] = _neighbour_distance(score_z, fit_z) / (typical or 1.0)
     return scores
 
 
-def _nearest(z: np.ndarray, centroids: Sequence[np.ndarray]) -> np.ndarray:
-    """Each row's distance to the nearest of `centroids`."""
-    return np.min([np.linalg.norm(z - c, axis=1) for c in centroids], axis=0)
+def _neighbour_distance(
+    z: np.ndarray, reference: np.ndarray, *, skip_self: bool = False, block: int = 1024
+) -> np.ndarray:
+    """Each row's mean Euclidean distance to its N_NEIGHBOURS nearest rows of `reference`
+    (its own zero distance left out with `skip_self`), in blocks of rows to bound memory."""
+    k = min(N_NEIGHBOURS + skip_self, len(reference))
+    squared = (reference**2).sum(axis=1)
+    out = np.empty(len(z))
+    for start in range(0, len(z), block):
+        rows = z[start : start + block]
+        d2 = (rows**2).sum(axis=1)[:, None] + squared[None, :] - 2 * rows @ reference.T
+        nearest = np.sort(np.partition(np.maximum(d2, 0), k - 1, axis=1)[:, :k], axis=1)
+        out[start : start + block] = np.sqrt(nearest[:, int(skip_self) :]).mean(axis=1)
+    return out
 
 
 def outlier_fence(scores: np.ndarray) -> float:
@@ -299,7 +318,8 @@ class AuditResult:
             "outliers": {
                 "file": OUTLIERS_CSV,
                 "n_flagged": 0 if self.outliers is None else len(self.outliers),
-                "fence": f"Q3 + {OUTLIER_IQR} x IQR of the distances to the nearest class",
+                "fence": f"Q3 + {OUTLIER_IQR} x IQR of the mean distances to the "
+                f"{N_NEIGHBOURS} nearest files of the other folds",
             },
             "folds": self.folds,
             "method": "confident learning (prune by noise rate) on k-fold logistic regression "

@@ -555,7 +555,7 @@ def _echo_audit(audit: Any) -> None:
         for row in outliers.head(MAX_FINDING_LINES).itertuples():
             _say(
                 f"{row.path}: outlier: {float(row.score):.1f}x a typical file's distance from "
-                "the nearest class",
+                "its nearest neighbours",
                 err=True,
             )
         _say(
