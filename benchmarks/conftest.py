@@ -86,9 +86,9 @@ LIMITS: dict[str, Limit] = {
     "revalidate_profile_only": Limit("floor", 5.0, 3.0),
     # whole processes on the same files, report included: the tutorial loop's seconds, and
     # each peer's default run's, / toolkit validate's (its files/s over theirs)
-    "validate_vs_tutorial_process": Limit("floor", 1.0, 0.08),
-    "validate_vs_fastdup": Limit("floor", 2.5, 0.5),
-    "validate_vs_cleanvision": Limit("floor", 5.0, 0.7),
+    "validate_vs_tutorial_process": Limit("floor", 1.0, 0.1),
+    "validate_vs_fastdup": Limit("floor", 2.5, 1.2),
+    "validate_vs_cleanvision": Limit("floor", 5.0, 0.9),
     # the label audit against a seeded 10% of flipped labels: flagged files that were
     # flipped, and flipped files flagged (a share, not a ratio of times)
     "audit_precision": Limit("floor", 0.8, 0.8),
