@@ -22,7 +22,10 @@ from toolkit.profiles import load_profile
 from toolkit.report.html import write_report_html
 from toolkit.scan import ScanOptions, scan_folder
 from toolkit.validate import validate_manifest
+from validations.rules import REGISTRY, QualityRule
 
+#: The rules whose report gallery opens with a chart of their scores.
+QUALITY_RULES = {name for name, cls in REGISTRY.items() if issubclass(cls, QualityRule)}
 #: Headless, and nothing that talks to the network or needs a GPU or a sandbox (CI runs as
 #: root in a container).
 CHROMIUM_ARGS = [
@@ -94,7 +97,14 @@ def test_hostile_report_loads_clean_with_charts_and_thumbnails_drawn(
     assert all(url.startswith("data:") or url == report.resolve().as_uri()
                for url in said["requests"]), said["requests"]  # fmt: skip
     charts = drawn(page, "img.chart")
-    assert {c["id"] for c in charts} == {"chart-classes", "chart-file-sizes", "chart-dimensions"}
+    # the dataset's three charts, and one score chart per image-quality rule that flagged files
+    scored = {f"chart-{f.rule}" for f in result.findings if f.rule in QUALITY_RULES}
+    assert scored  # the hostile corpus holds flat and grey pictures
+    assert {c["id"] for c in charts} == {
+        "chart-classes",
+        "chart-file-sizes",
+        "chart-dimensions",
+    } | scored
     for chart in charts:
         assert chart["complete"] and chart["natural"] > 200 and chart["width"] > 200, chart
     thumbs = drawn(page, "img.thumb")
