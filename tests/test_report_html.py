@@ -428,3 +428,23 @@ def test_validate_data_docs_builds_great_expectations_site(
 
 def _dataset_wide(path: str) -> bool:
     return path == DATASET_PATH or path.endswith("/")
+
+
+def test_a_profile_that_switches_a_floor_off_with_zero_still_gets_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 0 bytes and 0 px are legal floors (no floor); the log-scaled charts have no 0 to draw
+    root = tmp_path / "d"
+    write_clean_folder(root)
+    profile = tmp_path / "zero.toml"
+    profile.write_text(TINY_PROFILE + "[rules.min_side]\nmin_px = 0\n", encoding="utf-8")
+    profile.write_text(
+        profile.read_text(encoding="utf-8").replace("min_bytes = 100", "min_bytes = 0"),
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    code = main(["validate", str(root), "-p", str(profile), "-o", str(out), "--no-faces"])
+    said = capsys.readouterr()
+    assert code in (0, 1), said.err
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert 'id="chart-file-sizes"' in html and 'id="chart-dimensions"' in html

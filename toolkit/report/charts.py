@@ -148,7 +148,8 @@ def plot_file_sizes(manifest: pd.DataFrame, *, min_bytes: int | None) -> Chart:
         plot.x = Axis(1.0, 1e6, log=True, fmt=_bytes)
         plot.note("no file with a size above 0 bytes")
     words = f"{int(positive.sum()):,} files drawn"
-    if min_bytes is not None:
+    # a bound of 0 is no bound, and a log axis has no place for it
+    if min_bytes:
         plot.vline(min_bytes, BOUND_COLOUR, f"min_file_bytes: {min_bytes:,} bytes")
         words += f"; min_file_bytes bound at {min_bytes:,} bytes"
     caption = "Green: accepted; red: rejected (for any rule)."
@@ -195,7 +196,7 @@ def plot_dimensions(
     low, high = max(low / 1.5, 0.5), high * 1.5
     plot.x = Axis(low, high, log=True, fmt=lambda v: f"{v:,.0f}")
     plot.y = Axis(low, high, log=True, fmt=lambda v: f"{v:,.0f}")
-    if min_side is not None:
+    if min_side:  # 0 is no bound, and has no place on a log axis
         plot.vline(min_side, "#6a1b9a", f"min_side: {min_side} px", dash="2 2")
         plot.hline(min_side, "#6a1b9a", dash="2 2")
     caption = "Each dot is an image as its header declares it; green accepted, red rejected."
