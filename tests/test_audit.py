@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import toolkit.audit as audit_module
 from toolkit.audit import (
     ISSUE_COLUMNS,
     OUTLIER_COLUMNS,
@@ -378,3 +380,22 @@ def test_an_unreadable_exclude_list_is_refused_before_any_scan(
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "files," not in err  # refused before the folder was scanned
+
+
+def test_embeddings_that_are_not_finite_skip_the_audit_and_say_why(
+    audited: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # a diverged network embeds NaN: the run stands, the audit says why it ranked nothing
+    run = tmp_path / "run"
+    shutil.copytree(audited["run"], run)
+    real_embed = audit_module.embed
+    monkeypatch.setattr(
+        audit_module, "embed", lambda r, part: np.full_like(real_embed(r, part), np.nan)
+    )
+    assert main(["audit", str(run)]) == 0
+    capsys.readouterr()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert "NaN" in record["audit"]["skipped"]
+    assert pd.read_csv(run / "label_issues.csv").empty

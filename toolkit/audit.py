@@ -363,18 +363,23 @@ def audit_decoded(
     scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     labels = scored["label_id"].to_numpy() if len(scored) else np.zeros(0, dtype=np.int64)
     k = usable_folds(labels, len(run.labels), folds)
+    features = np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32)
+    why_not = None
     if k == 0:
+        why_not = "a class has fewer than 2 decoded files: nothing to cross-fit"
+    elif not np.isfinite(features).all():
+        # a diverged training: the run's metrics still stand, its embeddings rank nothing
+        why_not = "the network's embeddings hold NaN or infinity: nothing to cross-fit"
+    if why_not is not None:
         result = AuditResult(
             run.folder, run.labels, scored, _issue_frame(scored.iloc[:0]), 0,
-            why_not="a class has fewer than 2 decoded files: nothing to cross-fit",
-            outliers=pd.DataFrame(columns=list(OUTLIER_COLUMNS)),
+            why_not=why_not, outliers=pd.DataFrame(columns=list(OUTLIER_COLUMNS)),
         )  # fmt: skip
         write_label_issues(run.folder, result.issues)  # no earlier audit's findings stay
         atomic_write(run.folder / OUTLIERS_CSV, lambda fh: result.outliers.to_csv(fh, index=False))
         for png in (LABEL_ISSUES_PNG, OUTLIERS_PNG):
             (run.folder / png).unlink(missing_ok=True)
         return result
-    features = np.concatenate(embeddings)
     proba = cross_fit_proba(features, labels, folds=k, seed=seed)
     verdict = find_label_issues(labels, proba)
     names = np.asarray(run.labels, dtype=object)
