@@ -316,11 +316,17 @@ def test_training_again_without_the_flagged_files_records_what_it_left_out(
          "outside the data folders"),
         (",".join(ISSUE_COLUMNS) + "\n../happy/a.png,{root},train,happy,sad,0.1\n",
          "outside the data folders"),
+        (",".join(ISSUE_COLUMNS) + "\nhappy/a.png,{root}\x00x,train,happy,sad,0.1\n",
+         "NUL byte"),
+        (",".join(ISSUE_COLUMNS) + "\nhappy/a.png,,train,happy,sad,0.1\n",
+         "outside the data folders"),
     ],
     ids=[
         "another CSV is not a label_issues.csv",
         "a file under another root is outside the data folders",
         "a path climbing out of the root is outside the data folders",
+        "a root holding a NUL byte is refused, not a crash",
+        "an empty root is not the working folder",
     ],
 )  # fmt: skip
 def test_an_exclude_list_that_is_not_a_label_issues_csv_of_these_folders_is_refused(

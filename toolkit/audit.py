@@ -38,7 +38,13 @@ import pandas as pd
 
 from toolkit.errors import RecordError, UsageError
 from toolkit.manifest import ACCEPTED, read_manifest
-from toolkit.paths import atomic_write, atomic_write_json, read_regular, relative_problem
+from toolkit.paths import (
+    atomic_write,
+    atomic_write_json,
+    read_regular,
+    relative_problem,
+    root_problem,
+)
 from toolkit.pipeline import SPLITS, DecodedImages, decode_rows, make_dataset
 from toolkit.runs import (
     LABEL_ISSUES_CSV,
@@ -534,7 +540,7 @@ def read_exclusion(path: Path, roots: Sequence[str]) -> Exclusion:
     real_roots = {_real(r) for r in roots}
     keys = set()
     for line, (rel, root) in enumerate(zip(frame["path"], frame["root"], strict=True), start=2):
-        why = relative_problem(rel)
+        why = relative_problem(rel) or root_problem(root, must_exist=False)
         if why is None and _real(root) not in real_roots:
             why = f"its root {root!r} is not one of the data folders trained on"
         if why is not None:
