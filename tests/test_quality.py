@@ -234,3 +234,16 @@ def test_report_html_shows_each_flagged_rule_with_its_scores_and_threshold(
     assert "1 lie below the not_dark threshold 0.3" in group
     assert 'data-path="happy/dark.jpg"' in group
     assert 'id="group-not_blurry"' not in page  # no file flagged: no gallery
+
+
+@pytest.mark.parametrize("name", QUALITY_RULES)
+def test_a_score_just_past_its_threshold_never_reads_as_the_threshold(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rounded to two decimals, 0.2996 read "0.30, under 0.3"
+    rule = REGISTRY[name]()
+    score = rule.threshold + (0.0004 if rule.breaks_above else -0.0004)
+    monkeypatch.setattr(type(rule), "scores", lambda self, rows: pd.Series([score]))
+    (words,) = rule.details(pd.DataFrame([{}]))
+    shown = words.rsplit(", ", 1)[0].split()[-1]
+    assert float(shown) != float(rule.threshold), words

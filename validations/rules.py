@@ -537,9 +537,19 @@ class QualityRule(FileRule):
         # and a folder of photos can have a warning for every other file
         side = "over" if self.breaks_above else "under"
         return [
-            f"{self.score_words} {float(score):.2f}, {side} {self.threshold:g}"
+            f"{self.score_words} {_past(float(score), self.threshold)}, {side} {self.threshold:g}"
             for score in self.scores(rows)
         ]
+
+
+def _past(score: float, threshold: float) -> str:
+    """A score as few decimals write it (two at least) without reading as the threshold it
+    broke: 0.2996 under 0.3 is "0.2996", not "0.30"."""
+    for digits in range(2, 7):
+        shown = f"{score:.{digits}f}"
+        if float(shown) != threshold:
+            return shown
+    return repr(score)
 
 
 def _score(manifest: pd.DataFrame, column: str) -> pd.Series:
