@@ -276,7 +276,7 @@ def _joined(found: dict[int, list[Finding]], index: pd.Index, severity: str) -> 
 
 
 # --------------------------------------------------------------------------------------
-# pandera: file rules
+# file rules: the toolkit's own runner, then pandera's (--data-docs)
 
 
 def _run_file_rules(frame: pd.DataFrame, rules: list[FileRule]) -> list[tuple[int, Finding]]:

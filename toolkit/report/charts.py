@@ -72,7 +72,7 @@ def png_bytes(fig: Any, **savefig: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Chart:
-    """One chart: an id for the page, its title, its PNG as a data: URI, and words for it."""
+    """One chart: an id for the page, its title, its SVG as a data: URI, and words for it."""
 
     id: str
     title: str
