@@ -558,6 +558,8 @@ def _echo_audit(audit: Any) -> None:
                 "its nearest neighbours",
                 err=True,
             )
+        if len(outliers) > MAX_FINDING_LINES:
+            _say(f"...and {len(outliers) - MAX_FINDING_LINES:,} more", err=True)
         _say(
             f"warning: {len(outliers):,} files look unlike every class (not a face, a logo, "
             f"a collage?); see {audit.folder / OUTLIERS_CSV}",
