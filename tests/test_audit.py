@@ -405,3 +405,22 @@ def test_embeddings_that_are_not_finite_skip_the_audit_and_say_why(
     assert record["status"] == "finished"
     assert "NaN" in record["audit"]["skipped"]
     assert pd.read_csv(run / "label_issues.csv").empty
+
+
+def test_the_outliers_printed_end_with_how_many_more_there_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from toolkit.cli import MAX_FINDING_LINES, _echo_audit
+
+    n = MAX_FINDING_LINES + 5
+    outliers = pd.DataFrame({"path": [f"happy/{i}.jpg" for i in range(n)], "score": 9.0})
+    audit = SimpleNamespace(
+        why_not=None, issues=pd.DataFrame(columns=list(ISSUE_COLUMNS)), scored=outliers,
+        folds=5, folder=tmp_path, outliers=outliers,
+    )  # fmt: skip
+    _echo_audit(audit)
+    err = capsys.readouterr().err
+    assert err.count(": outlier:") == MAX_FINDING_LINES
+    assert "...and 5 more" in err
