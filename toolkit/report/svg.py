@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 
+import numpy as np
+
 FONT_PX = 11
 _CHAR_PX = 0.6 * FONT_PX  # a typical sans-serif character's width at FONT_PX
 _LEGEND_ROW_PX = 18
@@ -111,12 +113,14 @@ class Plot:
         labels: Sequence[str],
     ) -> int:  # fmt: skip
         """Histograms of each series in `values` over `edges`, stacked; the tallest bin."""
-        counts = [[0] * (len(edges) - 1) for _ in values]
-        for series, row in zip(values, counts, strict=True):
-            for v in series:
-                i = _bin(edges, v)
-                if i is not None:
-                    row[i] += 1
+        bins = np.asarray(edges, dtype=np.float64)
+        counts = []
+        for series in values:
+            finite = np.asarray(series, dtype=np.float64)
+            finite = finite[np.isfinite(finite)]
+            # left-closed bins, the last closed on both sides; NaN and values outside
+            # the edges are not counted
+            counts.append(np.histogram(finite, bins=bins)[0].tolist())
         tops = [sum(col) for col in zip(*counts, strict=True)] if counts else []
 
         def draw(px: Callable, py: Callable) -> str:
@@ -139,10 +143,16 @@ class Plot:
         """One translucent dot per (x, y)."""
 
         def draw(px: Callable, py: Callable) -> str:
+            # one circle per pixel it lands on, darker the more images share it: a folder of
+            # 100,000 images of a few sizes is a few circles, not 100,000
+            shared: dict[tuple[int, int], int] = {}
+            for x, y in zip(xs, ys, strict=True):
+                at = (round(px(x)), round(py(y)))
+                shared[at] = shared.get(at, 0) + 1
             return "".join(
-                f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{colour}" '
-                'fill-opacity="0.5"/>'
-                for x, y in zip(xs, ys, strict=True)
+                f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}" '
+                f'fill-opacity="{min(0.5 + 0.1 * (n - 1), 0.9):.1f}"/>'
+                for (cx, cy), n in shared.items()
             )
 
         self._marks.append(draw)
@@ -287,17 +297,6 @@ class Plot:
                 )
             out.append(_text(x + 20, y + 4, label))
         return "".join(out)
-
-
-def _bin(edges: Sequence[float], value: float) -> int | None:
-    """The histogram bin of `value` (the last bin includes its right edge), or None."""
-    if not edges[0] <= value <= edges[-1]:
-        return None
-    lo, hi = 0, len(edges) - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if value >= edges[mid] else (lo, mid)
-    return lo
 
 
 #: What XML 1.0 cannot hold even escaped (a name's controls are already escaped by `shown`).
