@@ -353,7 +353,7 @@ def audit_decoded(
         kept = rows.iloc[part.kept] if part.kept is not None else rows
         root = str(manifest.attrs.get("root") or ".")
         roots = kept["root"].astype(str) if "root" in kept.columns else [root] * len(kept)
-        roots = [_real(r) for r in roots]  # the CSV means the same from any working folder
+        roots = _reals(roots)  # the CSV means the same from any working folder
         frames.append(
             pd.DataFrame(
                 {
@@ -508,7 +508,7 @@ class Exclusion:
         """The manifest without the listed files, and run.json's `excluded` record."""
         default = pd.Series(str(manifest.attrs.get("root") or "."), manifest.index)
         roots = manifest["root"] if "root" in manifest.columns else default
-        keys = [(_real(str(r)), str(p)) for r, p in zip(roots, manifest["path"], strict=True)]
+        keys = list(zip(_reals(roots), manifest["path"].astype(str), strict=True))
         listed = np.array([key in self.keys for key in keys], dtype=bool)
         kept = manifest[~listed]
         kept.attrs = dict(manifest.attrs)
@@ -538,18 +538,30 @@ def read_exclusion(path: Path, roots: Sequence[str]) -> Exclusion:
             f"columns are {list(frame.columns)[:8]}, expected {list(ISSUE_COLUMNS)}"
         )
     real_roots = {_real(r) for r in roots}
+    real: dict[str, str] = {}
     keys = set()
     for line, (rel, root) in enumerate(zip(frame["path"], frame["root"], strict=True), start=2):
         why = relative_problem(rel) or root_problem(root, must_exist=False)
-        if why is None and _real(root) not in real_roots:
+        if why is None and root not in real:
+            real[root] = _real(root)
+        if why is None and real[root] not in real_roots:
             why = f"its root {root!r} is not one of the data folders trained on"
         if why is not None:
             raise UsageError(
                 f"--exclude {path}: line {line} names a file outside the data folders "
                 f"({rel!r:.80}: {why}); nothing trained"
             )
-        keys.add((_real(root), rel))
+        keys.add((real[root], rel))
     return Exclusion(path, hashlib.sha256(data).hexdigest(), frozenset(keys))
+
+
+def _reals(roots: Sequence[object]) -> list[str]:
+    """Each root as its real path, resolved once per distinct root (a split has one or a few)."""
+    real: dict[str, str] = {}
+    for root in map(str, roots):
+        if root not in real:
+            real[root] = _real(root)
+    return [real[str(root)] for root in roots]
 
 
 def _real(root: str) -> str:

@@ -246,7 +246,7 @@ def train(
     Writes model.keras, history.csv, metrics.json, plots and run.json into the run folder.
     """
     from toolkit.pipeline import DEFAULT_RATIOS
-    from toolkit.train import TrainOptions, train_model
+    from toolkit.train import TrainOptions, refuse_exclude_on_resume, train_model
 
     options = TrainOptions(
         model=model,
@@ -260,12 +260,11 @@ def train(
     if resume:
         if out is None:
             raise UsageError("--resume needs the --out folder of the run to continue")
+        refuse_exclude_on_resume(resume, exclude)  # before TensorFlow starts
         from toolkit.runs import read_run_config
 
         read_run_config(out)  # a folder holding no run is refused before TensorFlow starts
         _start_tensorflow()
-        if exclude is not None:
-            raise UsageError("--exclude applies to a new run; a resumed run keeps its files")
         result = train_model(
             None,
             out,

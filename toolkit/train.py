@@ -294,6 +294,12 @@ def train_model(
         return result
 
 
+def refuse_exclude_on_resume(resume: bool, exclude: object) -> None:
+    """Refuse (UsageError) an exclude list for a resumed run: it keeps the files it split."""
+    if resume and exclude is not None:
+        raise UsageError("--exclude applies to a new run; a resumed run keeps its files")
+
+
 def require_train_extra() -> None:
     """Refuse (UsageError) where the `train` extra is not installed, before any data is read:
     `pip install .` validates, and training says what to install."""
@@ -319,13 +325,12 @@ def plan_run(
     will be trained. Every refusal that needs no TensorFlow happens here, before the run
     folder is made."""
     require_train_extra()
+    refuse_exclude_on_resume(resume, exclude)
     if resume:
         config, manifest = _resume_state(out)
         options = _resumed_options(config, out / RUN_JSON)
     worker = read_worker(options.strategy)
     excluded = None
-    if resume and exclude is not None:
-        raise UsageError("--exclude applies to a new run; a resumed run keeps its files")
     if not resume:
         if manifest is None:
             raise UsageError("give a validated manifest or a data folder to train on")
