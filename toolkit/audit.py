@@ -45,7 +45,7 @@ from toolkit.paths import (
     relative_problem,
     root_problem,
 )
-from toolkit.pipeline import SPLITS, DecodedImages, decode_rows, make_dataset
+from toolkit.pipeline import SPLITS, DecodedImages, decode_rows
 from toolkit.runs import (
     LABEL_ISSUES_CSV,
     LABEL_ISSUES_PNG,
@@ -56,6 +56,7 @@ from toolkit.runs import (
     load_run,
     read_run_config,
 )
+from toolkit.scores import model_outputs
 
 log = logging.getLogger(__name__)
 
@@ -293,13 +294,7 @@ def embed(run: Run, decoded: DecodedImages, batch_size: int = 256) -> np.ndarray
     embedder = keras.Model(model.inputs, head.input)
     if len(decoded) == 0:
         return np.zeros((0, int(head.input.shape[-1])), dtype=np.float32)
-    import tensorflow as tf
-
-    images = make_dataset(decoded, batch_size=batch_size, binary=run.binary).map(lambda x, y: x)
-    found = embedder.predict(images, verbose=0)
-    if run.config.get("model", {}).get("tta_flip"):  # as the run scores: with the mirror image
-        found = (found + embedder.predict(images.map(tf.image.flip_left_right), verbose=0)) / 2
-    return np.asarray(found, dtype=np.float32)
+    return np.asarray(model_outputs(run, embedder, decoded, batch_size), dtype=np.float32)
 
 
 @dataclass

@@ -30,17 +30,23 @@ def predict_proba(
     """
     if len(decoded) == 0:
         return np.zeros((0,) if run.binary else (0, len(run.labels)), dtype=np.float32)
-    import tensorflow as tf
-
-    ds = make_dataset(decoded, batch_size=batch_size, shuffle=False, binary=run.binary)
-    images = ds.map(lambda x, y: x)
-    proba = run.model.predict(images, verbose=0)
-    if run.config.get("model", {}).get("tta_flip"):
-        mirrored = images.map(tf.image.flip_left_right)
-        proba = (proba + run.model.predict(mirrored, verbose=0)) / 2
+    proba = model_outputs(run, run.model, decoded, batch_size)
     proba = proba[:, 0] if run.binary else proba
     temperature = run.config.get("temperature") if calibrated else None
     return proba if temperature is None else apply_temperature(proba, float(temperature))
+
+
+def model_outputs(run: Run, model: Any, decoded: DecodedImages, batch_size: int) -> np.ndarray:
+    """What `model` (the run's, or one on its input, such as its penultimate layer) outputs
+    for each image, scaled as the run is scored (`make_dataset`) and, with the run's
+    `tta_flip`, averaged with the mirror image's output."""
+    import tensorflow as tf
+
+    images = make_dataset(decoded, batch_size=batch_size, binary=run.binary).map(lambda x, y: x)
+    found = model.predict(images, verbose=0)
+    if run.config.get("model", {}).get("tta_flip"):
+        found = (found + model.predict(images.map(tf.image.flip_left_right), verbose=0)) / 2
+    return found
 
 
 def predicted_ids(proba: np.ndarray) -> np.ndarray:
