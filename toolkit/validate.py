@@ -282,18 +282,21 @@ def _joined(found: dict[int, list[Finding]], index: pd.Index, severity: str) -> 
 def _run_file_rules(frame: pd.DataFrame, rules: list[FileRule]) -> list[tuple[int, Finding]]:
     if not rules or frame.empty:
         return []
-    flagged_by_rule = []
+    out = []
     for rule in rules:
         broken = rule.violations(frame).astype(bool).to_numpy()
-        flagged_by_rule.append((rule, frame.index[broken]))
-    out = []
-    for rule, index in flagged_by_rule:
-        # each rule words its findings in one call (a frame.loc or a frame built per
-        # finding costs a millisecond or more, thousands of times in a folder of photos)
-        rows = frame.loc[index]
-        for i, path, detail in zip(index, rows["path"], rule.details(rows), strict=True):
-            out.append((int(i), Finding(path, rule.name, rule.severity, detail)))
+        out.extend(_findings(rule, frame, frame.index[broken]))
     return out
+
+
+def _findings(rule: FileRule, frame: pd.DataFrame, index: Any) -> list[tuple[int, Finding]]:
+    """The findings of `rule` on the rows at `index`, by row, worded in one call (a frame
+    built per finding costs a millisecond or more, thousands of times in a folder of photos)."""
+    rows = frame.loc[index]
+    return [
+        (int(i), Finding(path, rule.name, rule.severity, detail))
+        for i, path, detail in zip(index, rows["path"], rule.details(rows), strict=True)
+    ]
 
 
 def _run_file_rules_with_pandera(
@@ -320,10 +323,7 @@ def _run_file_rules_with_pandera(
     pairs = cases[["index", "check"]].drop_duplicates()
     for check, group in pairs.groupby("check", sort=False):
         rule = by_name[str(check)]
-        index = group["index"].astype(int).tolist()
-        rows = frame.loc[index]  # each rule words its findings in one call, as above
-        for i, path, detail in zip(index, rows["path"], rule.details(rows), strict=True):
-            out.append((i, Finding(path, rule.name, rule.severity, detail)))
+        out.extend(_findings(rule, frame, group["index"].astype(int).tolist()))
     return out
 
 
