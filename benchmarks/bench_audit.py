@@ -9,6 +9,14 @@ set. For a one-off measurement outside pytest:
 
     python benchmarks/bench_audit.py --data ../shared/datasets/fer2013/train \\
         --profile small-faces --per-class 3000 --epochs 16
+
+and then, to train again without the files that run's audit flagged and score both runs on
+the true labels of other validated sets (manifest folders, as `toolkit validate --out`
+writes them):
+
+    python -m benchmarks.bench_audit --data ../shared/datasets/fer2013/train \
+        --profile small-faces --manifest M --retrain-from RUN --keep RUN2 \
+        --score-on FER2013_TEST_MANIFEST --score-on RENOTTE_MANIFEST
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 #: The share of accepted files whose label is flipped, and the seed that picks them.
 FLIP_SHARE = 0.1
@@ -159,6 +168,47 @@ def measure(manifest: pd.DataFrame, profile: str, plan: AuditPlan, out: Path) ->
     return Outcome(**outcome)
 
 
+def retrain_without_flags(
+    manifest: pd.DataFrame, profile: str, plan: AuditPlan, noisy_run: Path, out: Path
+) -> float:
+    """Train again on the same noisy labels (the same flips) less the files the audit of
+    `noisy_run` flagged (`--exclude RUN/label_issues.csv`); the training's seconds."""
+    from toolkit.profiles import load_profile
+    from toolkit.runs import LABEL_ISSUES_CSV
+    from toolkit.train import TrainOptions, merge_manifests, train_model
+
+    noisy, _ = flip_labels(merge_manifests([sample(manifest, plan.per_class)]))
+    started = time.perf_counter()
+    options = TrainOptions(model=plan.model, epochs=plan.epochs, image_size=plan.image_size)
+    train_model(
+        noisy,
+        out,
+        options,
+        profile=load_profile(profile),
+        exclude=noisy_run / LABEL_ISSUES_CSV,
+        audit=False,
+    )
+    return round(time.perf_counter() - started, 1)
+
+
+def scored_on(runs: dict[str, Path], manifests: list[Path]) -> dict[str, dict[str, Any]]:
+    """Each run's accuracy and ECE on each validated manifest folder's accepted files (the
+    labels on disk: the truth, not the flips), as the leave-one-source-out folds score."""
+    from benchmarks.loso import _accepted, score
+
+    out: dict[str, dict[str, Any]] = {}
+    for folder in manifests:
+        rows = _accepted(folder)
+        for name, run in runs.items():
+            got = score(run, rows)
+            out.setdefault(folder.name, {})[name] = {
+                "n": got["n"],
+                "accuracy": round(got["accuracy"], 4),
+                "ece": round(got["ece"], 4),
+            }
+    return out
+
+
 def cleanlab_flags(scored: pd.DataFrame, labels: list[str], proba: np.ndarray) -> Any:
     """cleanlab's `find_label_issues` on the audit's probabilities; None where not installed."""
     try:
@@ -216,6 +266,36 @@ def test_the_audit_finds_flipped_labels(
     assert recall.passed, f"recall {outcome.recall:.3f}"
 
 
+def test_training_again_without_the_flagged_files(plan: Any, results: Any, tmp_path: Path) -> None:
+    """The issue's last step, on the quick run's generated squares: train on the noisy
+    labels, then again without the flagged files; both are scored on the true labels."""
+    import json as json_
+
+    from toolkit.check import check_folder
+    from toolkit.manifest import write_manifest
+
+    if not plan.quick:
+        pytest.skip("the full comparison is a one-off (module docstring): two full trainings")
+    root = write_learnable_folder(tmp_path / "data")
+    profile = tmp_path / "bench-audit.toml"
+    profile.write_text(QUICK_PROFILE, encoding="utf-8")
+    manifest = check_folder(root, str(profile)).manifest
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    write_manifest(manifest, truth)
+    outcome = measure(manifest, str(profile), AUDIT_QUICK, tmp_path / "noisy")
+    retrain_without_flags(
+        manifest, str(profile), AUDIT_QUICK, tmp_path / "noisy", tmp_path / "clean"
+    )
+    run = json_.loads((tmp_path / "clean" / "run.json").read_text(encoding="utf-8"))
+    assert run["excluded"]["n_excluded"] == outcome.n_flagged
+    got = scored_on({"noisy": tmp_path / "noisy", "clean": tmp_path / "clean"}, [truth])["truth"]
+    where = "generated bright/dark squares, 10% flipped"
+    for name, figures in got.items():
+        assert figures["n"] > 0
+        results.info("audit", f"accuracy on true labels, {name} run", figures["accuracy"], where)
+
+
 # ----------------------------------------------------------------------------- one-off
 
 
@@ -229,6 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default")
     parser.add_argument("--manifest", type=Path, help="Validated manifest folder (reused).")
     parser.add_argument("--keep", type=Path, help="A new folder for the run (else temporary).")
+    parser.add_argument(
+        "--retrain-from",
+        type=Path,
+        help="A kept noisy run: train again without its flagged files, score both.",
+    )
+    parser.add_argument(
+        "--score-on",
+        type=Path,
+        action="append",
+        default=[],
+        help="Validated manifest folder to score the runs on (repeatable).",
+    )
     args = parser.parse_args(argv)
     from toolkit.check import check_folder
     from toolkit.manifest import read_manifest, write_manifest
@@ -242,9 +334,17 @@ def main(argv: list[str] | None = None) -> int:
             args.manifest.mkdir(parents=True)
             write_manifest(manifest, args.manifest)
     scan_seconds = time.perf_counter() - started
+    plan = AuditPlan(args.per_class, args.epochs, args.model)
+    if args.retrain_from is not None:
+        if args.keep is None:
+            parser.error("--retrain-from needs --keep: the folder of the run without flags")
+        seconds = retrain_without_flags(manifest, args.profile, plan, args.retrain_from, args.keep)
+        runs = {"noisy labels": args.retrain_from, "flagged files left out": args.keep}
+        report = {"retrain_seconds": seconds, "scores": scored_on(runs, args.score_on)}
+        print(json.dumps(report, indent=2))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
         out = args.keep or Path(tmp) / "run"
-        plan = AuditPlan(args.per_class, args.epochs, args.model)
         outcome = measure(manifest, args.profile, plan, out)
     print(json.dumps({**asdict(outcome), "scan_seconds": round(scan_seconds, 1)}, indent=2))
     return 0
