@@ -8,7 +8,9 @@ mostly bookkeeping between tiny ops (docs/model-quality.md, "Faster steps").
   gradients; that was 45% of the step's CPU time.
 - `RandomAugment`: the default model's augmentation (mirror, rotation, zoom, translation,
   contrast, brightness; random erasing if asked) as one affine resampling of the batch
-  and one pointwise map, where the six Keras layers resample three times.
+  and one pointwise map, where the six Keras layers resample three times. Colour options
+  (saturation, hue, grayscale; posterize), off by default, add one per-image 3x3 colour
+  matrix product: for pictures that are not photos (issue 28), measured before adopted.
 
 Importing this module registers both with Keras, so a saved model loads in safe mode
 (`toolkit.runs.load_model` imports it before loading).
@@ -20,7 +22,23 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+
+#: RGB -> YIQ (NTSC, ITU-R BT.601 luma). The colour options act on the chroma plane (I, Q)
+#: and keep the luma Y, so a picture keeps its light and shade whatever colour it turns.
+_RGB_TO_YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype="float64"
+)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+# a per-image colour matrix is LUMA + a * CHROMA + b * TURN: a scales the chroma plane by
+# a = k cos(angle) and turns it by b = k sin(angle); three constant 3x3 matrices, so a batch
+# of colour matrices is two broadcasts, no matrix product per image
+_LUMA = (_YIQ_TO_RGB[:, :1] @ _RGB_TO_YIQ[:1]).astype("float32")  # every channel := Y
+_CHROMA = (np.eye(3) - _YIQ_TO_RGB[:, :1] @ _RGB_TO_YIQ[:1]).astype("float32")
+_TURN = (_YIQ_TO_RGB @ np.array([[0, 0, 0], [0, 0, -1], [0, 1, 0]]) @ _RGB_TO_YIQ).astype("float32")
+#: Posterized images keep this many levels per channel, drawn per image.
+POSTERIZE_LEVELS = (3, 6)
 
 #: Below this, TensorFlow's fused kernel raises its epsilon (a cuDNN limit), so the fused
 #: path would not compute what the layer's config says.
@@ -92,6 +110,13 @@ class RandomAugment(keras.layers.Layer):
     the image's side, `contrast` the spread of the factor around 1 applied about each
     channel's mean, `brightness` an offset in the input's units; pixels are in [0, 1] and
     the result is clipped to it.
+
+    Colour, after contrast and brightness, on RGB inputs only (a no-op on other channel
+    counts), keeping each pixel's luma: `saturation` scales the chroma by a factor in
+    [1 - saturation, 1 + saturation], `hue` turns it by up to that fraction of a full turn
+    either way, `grayscale` is the probability of dropping it altogether; then `posterize`,
+    the probability of quantising each channel to 3-6 levels (any channel count). All 0
+    by default: then the layer draws the same random numbers as it did before they existed.
     """
 
     def __init__(
@@ -106,6 +131,10 @@ class RandomAugment(keras.layers.Layer):
         erase: float = 0.0,
         erase_area: tuple[float, float] = (0.02, 0.25),
         fill_mode: str = "reflect",
+        saturation: float = 0.0,
+        hue: float = 0.0,
+        grayscale: float = 0.0,
+        posterize: float = 0.0,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -113,6 +142,8 @@ class RandomAugment(keras.layers.Layer):
         self.flip, self.rotation, self.zoom = flip, rotation, zoom
         self.translation, self.contrast, self.brightness = translation, contrast, brightness
         self.erase, self.erase_area = erase, tuple(erase_area)
+        self.saturation, self.hue = saturation, hue
+        self.grayscale, self.posterize = grayscale, posterize
         self.fill_mode, self.seed = fill_mode, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = False
@@ -133,9 +164,39 @@ class RandomAugment(keras.layers.Layer):
         factor = ops.reshape(1.0 + u[:, 5] * self.contrast, (-1, 1, 1, 1))
         offset = ops.reshape(u[:, 6] * self.brightness, (-1, 1, 1, 1))
         x = ops.clip((x - mean) * factor + mean + offset, 0.0, 1.0)
+        colour = images.shape[-1] == 3 and (self.saturation or self.hue or self.grayscale)
+        # drawn only when used: with every option off, a seeded run repeats the draws of a
+        # run (or a saved model) from before these options existed
+        if colour or self.posterize:
+            v = keras.random.uniform((batch, 5), 0.0, 1.0, seed=self.seed_generator)
+            if colour:
+                matrices = self.colour_matrices(v)
+                x = ops.clip(ops.einsum("bhwc,bdc->bhwd", x, matrices), 0.0, 1.0)
+            if self.posterize:
+                x = self.posterized(x, v)
         if self.erase > 0.0:
             x = self.erased(x)
         return x
+
+    def colour_matrices(self, v: Any) -> Any:
+        """The (batch, 3, 3) matrices M, each pixel's RGB x turning into M x, for draws `v`
+        in [0, 1], columns: saturation, hue, grayscale (then posterize's two)."""
+        scale = 1.0 + (2.0 * v[:, 0] - 1.0) * self.saturation
+        keep = ops.where(v[:, 2] < self.grayscale, 0.0, 1.0)
+        angle = (2.0 * v[:, 1] - 1.0) * (self.hue * 2.0 * math.pi)
+        a = ops.reshape(scale * keep * ops.cos(angle), (-1, 1, 1))
+        b = ops.reshape(scale * keep * ops.sin(angle), (-1, 1, 1))
+        return ops.convert_to_tensor(_LUMA) + a * _CHROMA + b * _TURN
+
+    def posterized(self, images: Any, v: Any) -> Any:
+        """With probability `posterize` per image (draw column 3), each channel rounded to
+        one of 3-6 evenly spaced levels over [0, 1] (how many: draw column 4)."""
+        low, high = POSTERIZE_LEVELS
+        steps = ops.floor(low + v[:, 4] * (high - low + 1)) - 1.0  # levels - 1, 2..5
+        steps = ops.reshape(ops.minimum(steps, high - 1.0), (-1, 1, 1, 1))
+        flat = ops.round(images * steps) / steps
+        on = ops.reshape(v[:, 3] < self.posterize, (-1, 1, 1, 1))
+        return ops.where(on, flat, images)
 
     def erased(self, images: Any) -> Any:
         """Random erasing (Zhong et al., 2017): with probability `erase`, a rectangle of
@@ -193,5 +254,9 @@ class RandomAugment(keras.layers.Layer):
             "erase": self.erase,
             "erase_area": list(self.erase_area),
             "fill_mode": self.fill_mode,
+            "saturation": self.saturation,
+            "hue": self.hue,
+            "grayscale": self.grayscale,
+            "posterize": self.posterize,
             "seed": self.seed,
         }
