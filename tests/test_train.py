@@ -415,6 +415,16 @@ def test_the_default_model_is_small_and_pools_globally() -> None:
     assert get_recipe("default").input.crop_faces
 
 
+COLOUR = {"saturation": 0.5, "hue": 0.08, "grayscale": 0.2, "posterize": 0.3}
+
+
+def test_the_default_model_takes_colour_options_and_its_recipe_leaves_them_off() -> None:
+    coloured = build_cnn((32, 32, 3), **COLOUR).get_layer("augment").get_config()
+    assert {k: coloured[k] for k in COLOUR} == COLOUR
+    shipped = get_recipe("default").build((32, 32, 3)).get_layer("augment").get_config()
+    assert {k: shipped[k] for k in COLOUR} == dict.fromkeys(COLOUR, 0.0)
+
+
 def test_the_default_model_decays_its_weights() -> None:
     # AdamW (decoupled weight decay 0.05) instead of Adam: +0.6 points on FER2013 test on
     # average over three seeds (docs/model-quality.md, "Weight decay")

@@ -101,6 +101,12 @@ def build_cnn(
     # AdamW's decoupled weight decay (0 gives Adam): +0.6 points on FER2013 test over three
     # seeds at 45 epochs, over 92% with each (docs/model-quality.md, "Weight decay", runs 44-46)
     weight_decay: float = 0.05,
+    # colour augmentation for pictures that are not photos (issue 28, item 3), off until
+    # leave-one-source-out says otherwise: RandomAugment's options of the same names
+    saturation: float = 0.0,
+    hue: float = 0.0,
+    grayscale: float = 0.0,
+    posterize: float = 0.0,
 ) -> Any:
     """Our CNN: augmentation, a conv stem, residual separable blocks (BN, relu), global
     average pooling, dropout."""
@@ -115,7 +121,8 @@ def build_cnn(
     if augment:
         # what RandomFlip, RandomRotation(0.06), RandomZoom(0.1), RandomTranslation(0.06),
         # RandomContrast(0.25) and RandomBrightness(0.15) did, in one resampling
-        x = RandomAugment(erase=erase, seed=seed, name="augment")(x)
+        colour = dict(saturation=saturation, hue=hue, grayscale=grayscale, posterize=posterize)
+        x = RandomAugment(erase=erase, **colour, seed=seed, name="augment")(x)
     # a strided stem: the blocks start at half the input's side. ResNet's 3x3 max-pool after
     # it (`stem_pool`, blocks from a quarter of the side) made a step 2-3x cheaper but cost
     # 1.8 points on FER2013 test and 1 on the web set over three seeds, missing the web
