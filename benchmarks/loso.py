@@ -9,22 +9,29 @@ seed`), so both columns of the README's table come from one protocol.
     python -m benchmarks.loso --out runs/loso --epochs 45 --json loso.json         # all folds
     python -m benchmarks.loso --out runs/loso --fold renotte --model seed
     python -m benchmarks.loso --out runs/loso --fold-of-the-day --epochs 15         # cheap
+    python -m benchmarks.loso --out runs/loso --epochs 12 --variant colour          # a change
 
 Each root is validated once with its profile into OUT/manifests/ and every fold trains on
 those manifests (delete the folder to validate again); each fold's run folder and scores
 stay in OUT, so a run that stopped picks up at the first fold without scores. The
 protocol's arithmetic (folds, de-duplication, mean and worst, the targets) has no
 TensorFlow in it and is tested in tests/test_loso.py; `tox -e model-quality` runs it.
+
+`--variant NAME` measures a change before it becomes the recipe: the `default` recipe built
+with the options VARIANTS names, trained by `toolkit train` like any fold (as recipe
+"default+NAME", registered in this process only: the package offers no such model). Its
+run folders and loso.json carry the name, so it compares with the same-epoch baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,14 @@ TRAIN_PROFILES = {
     FER_TRAIN: "small-faces",
 }
 TEST_PROFILES = {FER_TEST: "small-faces"}
+#: Changes to measure, by name: `build_cnn` options of the `default` recipe (issue 28, item
+#: 3: colour jitter so that yellow is not "happy", a flat-colour look for clipart).
+VARIANTS: dict[str, dict[str, float]] = {
+    "colour": {"saturation": 0.5, "hue": 0.08, "grayscale": 0.2},
+    "colour+posterize": {"saturation": 0.5, "hue": 0.08, "grayscale": 0.2, "posterize": 0.3},
+}
+#: The recipe every variant changes.
+VARIANT_BASE = "default"
 #: Scored rows within this many phash bits of a training file count as seen (the scraped
 #: profile's near_duplicate distance, toolkit.groups' default).
 SEEN_PHASH_DISTANCE = 4
@@ -151,6 +166,23 @@ def misses(summary: dict[str, Any], targets: Targets = Targets()) -> list[str]:
     return found
 
 
+def variant_recipe(variant: str) -> str:
+    """Register the `default` recipe built with VARIANTS[variant] as a recipe of this process
+    (so `toolkit train --model` takes it); its name, "default+<variant>"."""
+    from toolkit import models
+
+    base = models.get_recipe(VARIANT_BASE)
+    name = f"{VARIANT_BASE}+{variant}"
+    options = VARIANTS[variant]
+    models.RECIPES[name] = replace(
+        base,
+        name=name,
+        build=functools.partial(base.build, **options),
+        summary=f"{base.summary}; measured variant {variant}: {options}",
+    )
+    return name
+
+
 def _key(name: str, profile: str) -> str:
     return f"{name.replace('/', '-')}-{Path(profile).stem}"
 
@@ -214,12 +246,17 @@ def run_fold(
     datasets: Path = SHARED,
     jobs: int | None = None,
     rescore: bool = False,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """Train the fold (unless its run folder holds a finished run), score it, keep the scores
-    beside the run; a fold already scored is read back, or scored again with `rescore`."""
+    beside the run; a fold already scored is read back, or scored again with `rescore`.
+    `variant` (a name in VARIANTS) trains the `default` recipe with that variant's options."""
     from toolkit.cli import main
 
-    run = out / f"{fold.held_out}-{model}-e{epochs or 'recipe'}-s{seed}"
+    if variant is not None and model != VARIANT_BASE:
+        raise ValueError(f"variant {variant!r} changes the {VARIANT_BASE} model, not {model!r}")
+    recipe = variant_recipe(variant) if variant else model
+    run = out / f"{fold.held_out}-{recipe}-e{epochs or 'recipe'}-s{seed}"
     saved = run / "loso.json"
     before = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
     if before and not rescore:
@@ -230,7 +267,7 @@ def run_fold(
     minutes = before.get("train_minutes")
     if not (run / "model.keras").is_file():
         args = ["train", *[a for m in manifests for a in ("--manifest", str(m))]]
-        args += ["--model", model, "--seed", str(seed), "--out", str(run)]
+        args += ["--model", recipe, "--seed", str(seed), "--out", str(run)]
         args += ["--epochs", str(epochs)] if epochs else []
         args += ["--jobs", str(jobs)] if jobs else []
         started = time.perf_counter()
@@ -245,6 +282,8 @@ def run_fold(
     result = {
         "fold": fold.held_out,
         "model": model,
+        "variant": variant,
+        "build_options": VARIANTS[variant] if variant else {},
         "epochs": epochs,
         "seed": seed,
         "trained_on": [n for n, _ in fold.train],
@@ -284,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     which.add_argument("--fold", action="append", choices=SOURCES, help="repeatable [all]")
     which.add_argument("--fold-of-the-day", action="store_true", help="one fold, by the date")
     parser.add_argument("--model", default="default", help="default (ours) or seed (tutorial's)")
+    parser.add_argument(
+        "--variant", choices=sorted(VARIANTS), help="the default model with these options"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="[the model's]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="run folders and manifests")
@@ -292,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write folds and summary here")
     parser.add_argument("--rescore", action="store_true", help="score finished runs again")
     args = parser.parse_args(argv)
+    if args.variant and args.model != VARIANT_BASE:
+        parser.error(f"--variant changes the {VARIANT_BASE} model's build, not {args.model!r}")
     sources = [fold_of_the_day(date.today())] if args.fold_of_the_day else args.fold or SOURCES
     results = [
         run_fold(
@@ -303,11 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             datasets=args.datasets,
             jobs=args.jobs,
             rescore=args.rescore,
+            variant=args.variant,
         )
         for fold in make_folds(sources)
     ]
     summary = summarise(results)
     report = {"targets": asdict(Targets()), "summary": summary, "folds": results}
+    report["variant"] = args.variant
+    report["build_options"] = VARIANTS[args.variant] if args.variant else {}
     report["misses"] = misses(summary)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -3,13 +3,14 @@ which roots each fold trains on, which scored files count as seen, mean and wors
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import shared_dataset
+from conftest import TINY_PROFILE, shared_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -180,3 +181,125 @@ def test_muxspace_passes_the_face_photos_profile_its_imbalance_a_warning() -> No
     assert result.passed
     accepted = result.manifest[result.manifest["status"] == "accepted"]
     assert accepted["label"].value_counts().to_dict() == {"happy": 1180, "sad": 254}
+
+
+# -------------------------------------------- variants: build options measured by the folds
+
+
+@pytest.fixture
+def recipes(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The package's recipes, restored after the test: a variant registers one for the
+    process it runs in."""
+    from toolkit import models
+
+    monkeypatch.setattr(models, "RECIPES", dict(models.RECIPES))
+    return models.RECIPES
+
+
+def test_every_variant_sets_options_the_default_builder_takes() -> None:
+    import inspect
+
+    from toolkit.models import build_cnn
+
+    takes = inspect.signature(build_cnn).parameters
+    assert loso.VARIANTS
+    for name, options in loso.VARIANTS.items():
+        assert options and set(options) <= set(takes), name
+        assert all(takes[k].default != v for k, v in options.items()), name
+
+
+def test_a_variant_trains_the_default_recipe_with_its_options_and_nothing_else(recipes) -> None:
+    from toolkit.models import get_recipe
+
+    assert set(recipes) == {"seed", "default"}  # the package offers no variant
+    name = loso.variant_recipe("colour")
+    assert name == "default+colour"
+    derived, default = get_recipe(name), get_recipe("default")
+    for field in ("input", "epochs", "learning_rate", "patience", "tta_flip", "reduce_lr"):
+        assert getattr(derived, field) == getattr(default, field), field
+    model = derived.build(input_shape=(24, 24, 3), n_classes=2, learning_rate=1e-3, seed=0)
+    config = model.get_layer("augment").get_config()
+    assert {k: config[k] for k in loso.VARIANTS["colour"]} == loso.VARIANTS["colour"]
+    assert loso.variant_recipe("colour") == name  # registering twice is harmless
+
+
+def test_a_variant_fold_trains_through_toolkit_train_and_records_its_options(
+    tmp_path, monkeypatch, recipes
+) -> None:
+    import toolkit.cli
+    from toolkit.models import get_recipe
+
+    trained = []
+
+    def fake_train(args: list[str]) -> int:
+        model = args[args.index("--model") + 1]
+        trained.append((model, get_recipe(model).name))  # registered before the train starts
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "model.keras").write_bytes(b"")
+        return 0
+
+    monkeypatch.setattr(toolkit.cli, "main", fake_train)
+    monkeypatch.setattr(loso, "validated", lambda out, datasets, name, *a: out / name)
+    monkeypatch.setattr(loso, "_accepted", lambda folder: rows(["a"], ["0000000000000000"]))
+    monkeypatch.setattr(loso, "score", lambda run, rows, jobs=None: {"n": len(rows)})
+    result = loso.run_fold(loso.make_folds(["renotte"])[0], tmp_path, epochs=3, variant="colour")
+    assert trained == [("default+colour", "default+colour")]
+    assert (result["model"], result["variant"]) == ("default", "colour")
+    assert result["build_options"] == loso.VARIANTS["colour"]
+    saved = tmp_path / "renotte-default+colour-e3-s0" / "loso.json"
+    assert json.loads(saved.read_text(encoding="utf-8")) == result
+
+
+def test_a_variant_fold_and_the_baseline_never_share_a_run_folder(tmp_path, recipes) -> None:
+    fold_ = loso.make_folds(["renotte"])[0]
+    for folder, minutes in (("renotte-default-e3-s0", 9.5), ("renotte-default+colour-e3-s0", 11)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "loso.json").write_text(f'{{"train_minutes": {minutes}}}')
+    missing = tmp_path / "no-datasets-here"
+    baseline = loso.run_fold(fold_, tmp_path, epochs=3, datasets=missing)
+    variant = loso.run_fold(fold_, tmp_path, epochs=3, datasets=missing, variant="colour")
+    assert (baseline["train_minutes"], variant["train_minutes"]) == (9.5, 11)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--variant", "sepia"],
+        ["--variant", "colour", "--model", "seed"],
+    ],
+    ids=[
+        "an unknown variant is refused",
+        "a variant of the tutorial's model is refused: variants are build options of ours",
+    ],
+)
+def test_bad_variants_are_refused_before_any_fold(argv, tmp_path, capsys, recipes) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        loso.main(["--out", str(tmp_path / "out"), "--datasets", str(tmp_path / "none"), *argv])
+    assert exit_.value.code == 2
+    assert "--variant" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_variant_trains_for_an_epoch_through_toolkit_train(tmp_path, recipes) -> None:
+    from corpus import write_clean_folder
+
+    from toolkit.cli import main
+    from toolkit.runs import load_run
+
+    data = tmp_path / "data"
+    write_clean_folder(data, n_per_class=12)
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY_PROFILE, encoding="utf-8")
+    name = loso.variant_recipe("colour+posterize")
+    run = tmp_path / "run"
+    code = main(
+        ["train", str(data), "--profile", str(profile), "--model", name, "--epochs", "1",
+         "--image-size", "32", "--batch-size", "4", "--out", str(run)]
+    )  # fmt: skip
+    assert code == 0
+    config = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert config["model"]["name"] == "default+colour+posterize"
+    augment = load_run(run).model.get_layer("augment").get_config()
+    options = loso.VARIANTS["colour+posterize"]
+    assert {k: augment[k] for k in options} == options
