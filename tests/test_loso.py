@@ -1,5 +1,6 @@
 """The leave-one-source-out protocol's arithmetic (benchmarks/loso.py), without training:
-which roots each fold trains on, which scored files count as seen, mean and worst, targets."""
+which roots each fold trains on, which scored files count as seen, mean and worst, targets;
+and its variants (build options to measure), one trained for an epoch on generated images."""
 
 from __future__ import annotations
 
@@ -281,7 +282,7 @@ def test_bad_variants_are_refused_before_any_fold(argv, tmp_path, capsys, recipe
     assert not (tmp_path / "out").exists()
 
 
-def test_a_variant_trains_for_an_epoch_through_toolkit_train(tmp_path, recipes) -> None:
+def test_a_variant_trains_for_an_epoch_loads_and_exports(tmp_path, recipes) -> None:
     from corpus import write_clean_folder
 
     from toolkit.cli import main
@@ -300,6 +301,7 @@ def test_a_variant_trains_for_an_epoch_through_toolkit_train(tmp_path, recipes) 
     assert code == 0
     config = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert config["model"]["name"] == "default+colour+posterize"
-    augment = load_run(run).model.get_layer("augment").get_config()
+    augment = load_run(run).model.get_layer("augment").get_config()  # Keras' safe mode
     options = loso.VARIANTS["colour+posterize"]
     assert {k: augment[k] for k in options} == options
+    assert main(["export", str(run)]) == 0  # serving drops the augmentation, colour and all
