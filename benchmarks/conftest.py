@@ -22,6 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # corpus.py and imghdr_compat.py, shared with the tests
+sys.path.append(str(ROOT))  # `benchmarks.loso` for the modules also run as `python -m benchmarks.X`
 
 from figures import (  # noqa: E402
     Ratio,
