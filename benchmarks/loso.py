@@ -10,6 +10,7 @@ seed`), so both columns of the README's table come from one protocol.
     python -m benchmarks.loso --out runs/loso --fold renotte --model seed
     python -m benchmarks.loso --out runs/loso --fold-of-the-day --epochs 15         # cheap
     python -m benchmarks.loso --out runs/loso --epochs 12 --variant colour          # a change
+    python -m benchmarks.loso --out runs/loso --epochs 12 --without-flagged         # no flags
 
 Each root is validated once with its profile into OUT/manifests/ and every fold trains on
 those manifests (delete the folder to validate again); each fold's run folder and scores
@@ -65,6 +66,8 @@ VARIANTS: dict[str, dict[str, float]] = {
     "colour": {"saturation": 0.5, "hue": 0.08, "grayscale": 0.2},
     "colour+posterize": {"saturation": 0.5, "hue": 0.08, "grayscale": 0.2, "posterize": 0.3},
 }
+#: A fold trained again without its baseline's flagged files: the baseline's folder + this.
+UNFLAGGED_SUFFIX = "-unflagged"
 #: The recipe every variant changes.
 VARIANT_BASE = "default"
 #: Scored rows within this many phash bits of a training file count as seen (the scraped
@@ -247,20 +250,28 @@ def run_fold(
     jobs: int | None = None,
     rescore: bool = False,
     variant: str | None = None,
+    without_flagged: bool = False,
 ) -> dict[str, Any]:
     """Train the fold (unless its run folder holds a finished run), score it, keep the scores
     beside the run; a fold already scored is read back, or scored again with `rescore`.
-    `variant` (a name in VARIANTS) trains the `default` recipe with that variant's options."""
+    `variant` (a name in VARIANTS) trains the `default` recipe with that variant's options.
+    `without_flagged` trains it again without the files the same run's label audit flagged
+    (`toolkit train --exclude`), in a folder of its own: train the baseline first."""
     from toolkit.cli import main
+    from toolkit.runs import LABEL_ISSUES_CSV
 
     if variant is not None and model != VARIANT_BASE:
         raise ValueError(f"variant {variant!r} changes the {VARIANT_BASE} model, not {model!r}")
     recipe = variant_recipe(variant) if variant else model
-    run = out / f"{fold.held_out}-{recipe}-e{epochs or 'recipe'}-s{seed}"
+    baseline = f"{fold.held_out}-{recipe}-e{epochs or 'recipe'}-s{seed}"
+    run = out / (f"{baseline}{UNFLAGGED_SUFFIX}" if without_flagged else baseline)
+    flagged = out / baseline / LABEL_ISSUES_CSV
     saved = run / "loso.json"
     before = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
     if before and not rescore:
         return before
+    if without_flagged and not flagged.is_file():
+        raise FileNotFoundError(f"{flagged}: train fold {baseline} first (its audit's list)")
     started = time.perf_counter()
     manifests = [validated(out, datasets, n, p, jobs) for n, p in fold.train]
     validate_minutes = before.get("validate_minutes", (time.perf_counter() - started) / 60)
@@ -270,6 +281,7 @@ def run_fold(
         args += ["--model", recipe, "--seed", str(seed), "--out", str(run)]
         args += ["--epochs", str(epochs)] if epochs else []
         args += ["--jobs", str(jobs)] if jobs else []
+        args += ["--exclude", str(flagged)] if without_flagged else []
         started = time.perf_counter()
         code = main(args)
         minutes = (time.perf_counter() - started) / 60
@@ -284,6 +296,7 @@ def run_fold(
         "model": model,
         "variant": variant,
         "build_options": VARIANTS[variant] if variant else {},
+        "without_flagged": baseline if without_flagged else None,
         "epochs": epochs,
         "seed": seed,
         "trained_on": [n for n, _ in fold.train],
@@ -333,6 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", "-j", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write folds and summary here")
     parser.add_argument("--rescore", action="store_true", help="score finished runs again")
+    parser.add_argument(
+        "--without-flagged",
+        action="store_true",
+        help="train each fold again without the files its finished run's audit flagged",
+    )
     args = parser.parse_args(argv)
     if args.variant and args.model != VARIANT_BASE:
         parser.error(f"--variant changes the {VARIANT_BASE} model's build, not {args.model!r}")
@@ -348,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs=args.jobs,
             rescore=args.rescore,
             variant=args.variant,
+            without_flagged=args.without_flagged,
         )
         for fold in make_folds(sources)
     ]
@@ -355,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"targets": asdict(Targets()), "summary": summary, "folds": results}
     report["variant"] = args.variant
     report["build_options"] = VARIANTS[args.variant] if args.variant else {}
+    report["without_flagged"] = args.without_flagged
     report["misses"] = misses(summary)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -305,3 +305,53 @@ def test_a_variant_trains_for_an_epoch_loads_and_exports(tmp_path, recipes) -> N
     options = loso.VARIANTS["colour+posterize"]
     assert {k: augment[k] for k in options} == options
     assert main(["export", str(run)]) == 0  # serving drops the augmentation, colour and all
+
+
+# ------------------------------------ issue 28 item 4: the same fold without the audit's flags
+
+
+def test_a_fold_without_flagged_files_trains_on_what_its_baseline_did_not_flag(
+    tmp_path, monkeypatch
+) -> None:
+    import toolkit.cli
+    from toolkit.runs import LABEL_ISSUES_CSV
+
+    baseline = tmp_path / "renotte-default-e3-s0"
+    baseline.mkdir()
+    (baseline / LABEL_ISSUES_CSV).write_text("path\n", encoding="utf-8")
+    calls = []
+
+    def fake_train(args: list[str]) -> int:
+        calls.append(args)
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "model.keras").write_bytes(b"")
+        return 0
+
+    monkeypatch.setattr(toolkit.cli, "main", fake_train)
+    monkeypatch.setattr(loso, "validated", lambda out, datasets, name, *a: out / name)
+    monkeypatch.setattr(loso, "_accepted", lambda folder: rows(["a"], ["0000000000000000"]))
+    monkeypatch.setattr(loso, "score", lambda run, rows, jobs=None: {"n": len(rows)})
+    fold_ = loso.make_folds(["renotte"])[0]
+    result = loso.run_fold(fold_, tmp_path, epochs=3, without_flagged=True)
+    [args] = calls
+    assert args[args.index("--exclude") + 1] == str(baseline / LABEL_ISSUES_CSV)
+    assert args[args.index("--out") + 1] == str(tmp_path / "renotte-default-e3-s0-unflagged")
+    assert result["without_flagged"] == "renotte-default-e3-s0"
+
+
+def test_a_fold_without_flagged_files_needs_its_baseline_audited_first(tmp_path) -> None:
+    fold_ = loso.make_folds(["renotte"])[0]
+    with pytest.raises(FileNotFoundError, match=r"renotte-default-e3-s0.*label_issues\.csv"):
+        loso.run_fold(fold_, tmp_path, epochs=3, without_flagged=True)
+
+
+def test_the_baseline_and_its_unflagged_run_never_share_a_folder(tmp_path) -> None:
+    fold_ = loso.make_folds(["renotte"])[0]
+    for folder, minutes in (("renotte-default-e3-s0", 9.5), ("renotte-default-e3-s0-unflagged", 8)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "loso.json").write_text(f'{{"train_minutes": {minutes}}}')
+    missing = tmp_path / "no-datasets-here"
+    baseline = loso.run_fold(fold_, tmp_path, epochs=3, datasets=missing)
+    clean = loso.run_fold(fold_, tmp_path, epochs=3, datasets=missing, without_flagged=True)
+    assert (baseline["train_minutes"], clean["train_minutes"]) == (9.5, 8)
