@@ -184,13 +184,26 @@ def other_code(scanner: dict) -> None:
     scanner["code"] = "0" * 64
 
 
+def other_numpy(scanner: dict) -> None:
+    versions = scanner["versions"]
+    versions["numpy"] += ".post1"  # the hash and the scores are numpy arithmetic
+
+
+def hashed_by_imagehash(scanner: dict) -> None:
+    # what manifests scanned before the perceptual hash moved to numpy recorded
+    del scanner["versions"]["numpy"]
+    scanner["versions"]["imagehash"] = "4.3.1"
+
+
 @pytest.mark.parametrize(
     "edit",
-    [other_version, other_pillow, other_code],
+    [other_version, other_pillow, other_code, other_numpy, hashed_by_imagehash],
     ids=[
         "rows from another toolkit version",
         "rows decoded by another Pillow",
         "rows written by other scanning code (a source checkout edited)",
+        "rows hashed and scored by another numpy",
+        "rows hashed by imagehash, in a manifest cached before the hash moved to numpy",
     ],
 )
 def test_rows_from_another_scanner_are_scanned_again(

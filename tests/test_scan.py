@@ -11,15 +11,20 @@ import types
 from pathlib import Path
 from typing import Any
 
+import imagehash
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import iou, snapshot
 from corpus import HostileCorpus, encode_image, write_image
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
 import toolkit.scan as scan_module
 from toolkit.errors import DataRootError
 from toolkit.profiles import load_profile
-from toolkit.scan import ScanOptions, scan_folder, sniff_format
+from toolkit.scan import ScanOptions, perceptual_hash, scan_folder, sniff_format
 from toolkit.validate import validate_manifest
 
 
@@ -366,3 +371,32 @@ def test_the_walk_leaves_no_folder_open_even_when_stopped_early(clean_root: Path
     walk.close()  # ... and closed when the caller stops
     assert len(list(scan_module.list_entries(clean_root))) == 9
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# ------------------------------------------------------------------ the perceptual hash
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(8, 400),
+    height=st.integers(8, 400),
+    low=st.integers(0, 254),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_perceptual_hash_is_imagehash_phash_of_the_same_picture(
+    width: int, height: int, low: int, seed: int
+) -> None:
+    # the near-duplicate distances were chosen for imagehash's hash: they keep their meaning
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(low, 256, (height, width), dtype=np.uint8)
+    grey = Image.fromarray(pixels, "L")
+    assert perceptual_hash(grey) == str(imagehash.phash(grey))
+
+
+@pytest.mark.parametrize(
+    "level", [1, 128, 255], ids=["a near-black page", "a mid-grey page", "a white page"]
+)
+def test_a_flat_picture_has_one_hash_whatever_its_size_or_grey(level: int) -> None:
+    # its AC coefficients all tie the median: every bit but the mean's is 0, on every machine
+    hashes = {perceptual_hash(Image.new("L", size, level)) for size in [(50, 40), (300, 7)]}
+    assert hashes == {"8000000000000000"}

@@ -5,13 +5,15 @@ Each test skips, saying why, where that folder is absent (a user's fresh clone).
 
 from __future__ import annotations
 
+import imagehash
 import imghdr_compat
 import pytest
 from conftest import shared_dataset, snapshot
 
+import toolkit.scan as scan_module
 from toolkit.profiles import load_profile
-from toolkit.scan import scan_folder
-from toolkit.validate import validate_manifest
+from toolkit.scan import ScanOptions, scan_folder
+from toolkit.validate import Validation, validate_manifest
 
 pytestmark = pytest.mark.shared
 CONFLICT_PNG = "ADea4I4CgV4-hlxUOAdFjyNYonWRHO6Pu4jWXKk9BJScXws64-c-mo.jpg"
@@ -84,3 +86,34 @@ def test_fer2013_train_with_small_faces_accepts_nearly_all() -> None:
     conflicts = [f for f in result.findings if f.rule == "label_conflict"]
     assert len(conflicts) >= 2  # the README names one group of identical bytes in both classes
     assert result.passed
+
+
+#: The rules that find the same picture twice: by bytes, by perceptual hash, or both.
+COPY_RULES = {"label_conflict", "exact_duplicate", "near_duplicate"}
+
+
+def _copy_lines(result: Validation) -> list[str]:
+    return sorted(f.line() for f in result.findings if f.rule in COPY_RULES)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["6lvcknight", "renotte"],
+    ids=[
+        "6lvcknight: fifty sets of near copies",
+        "renotte: a picture in both classes",
+    ],
+)
+def test_copies_found_are_the_ones_imagehash_found(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the scan hashed with imagehash.phash (scipy) on the same grey copy before it hashed
+    # with numpy: every duplicate, near duplicate and label conflict must stay what it was
+    root, profile = shared_dataset(name), load_profile("tutorial")
+    options = ScanOptions(detect_faces=False)
+    now = validate_manifest(scan_folder(root, jobs=1, options=options), profile)
+    monkeypatch.setattr(scan_module, "perceptual_hash", lambda grey: str(imagehash.phash(grey)))
+    before = validate_manifest(scan_folder(root, jobs=1, options=options), profile)
+    assert _copy_lines(now) == _copy_lines(before)
+    assert now.manifest["phash"].equals(before.manifest["phash"])
+    assert {f.rule for f in now.findings} & COPY_RULES  # the sets hold copies to find
