@@ -53,7 +53,7 @@ def measure_quality(plain: Any, gray: Any = None) -> dict[str, float | None]:
     n = gray.size
     mean = float(counts @ levels) / n
     spread = float(np.sqrt(max(float(counts @ (levels - mean) ** 2) / n, 0.0)))
-    high, low, bottom = (_percentile(counts, q) for q in (DARK_PERCENTILE, LIGHT_PERCENTILE, 1.0))
+    high, low, bottom = _percentiles(counts, (DARK_PERCENTILE, LIGHT_PERCENTILE, 1.0))
     share = counts[counts > 0] / n
     has_contrast = min(gray.shape) >= 3 and spread >= MIN_CONTRAST_STD
     if plain.mode == "L":
@@ -63,7 +63,7 @@ def measure_quality(plain: Any, gray: Any = None) -> dict[str, float | None]:
         rgb = np.asarray(_fixed_size(plain, "NEAREST"))
         r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # a reduction over a 3-long axis is slow
         chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
-        colour = _percentile(np.bincount(chroma.ravel(), minlength=256), DARK_PERCENTILE)
+        (colour,) = _percentiles(np.bincount(chroma.ravel(), minlength=256), (DARK_PERCENTILE,))
     return {
         "luma_p99": high if has_contrast else None,
         "luma_p05": low if has_contrast else None,
@@ -73,10 +73,12 @@ def measure_quality(plain: Any, gray: Any = None) -> dict[str, float | None]:
     }
 
 
-def _percentile(counts: np.ndarray, q: float) -> float:
-    """The lowest level (0-1) at or below which `q` percent of the counted pixels lie."""
-    level = int(np.searchsorted(np.cumsum(counts), q / 100.0 * counts.sum()))
-    return _rounded(min(level, 255) / 255.0)
+def _percentiles(counts: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """For each of `qs`, the lowest level (0-1) at or below which that percent of the counted
+    pixels lie."""
+    below = np.cumsum(counts)
+    levels = np.searchsorted(below, np.array(qs) / 100.0 * below[-1])
+    return [_rounded(min(int(level), 255) / 255.0) for level in levels]
 
 
 def _fixed_size(plain: Any, resample: str) -> Any:
