@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.pipeline",),  # accepted rows -> tf.data
     ("toolkit.runs",),  # the run folder: its format, reading and writing
     ("toolkit.scores",),  # probabilities, calibration, metrics: shared by train and evaluate
+    ("toolkit.familiarity",),  # the familiarity score: is a picture like the training ones
     ("toolkit.report.training",),  # training plots
     ("toolkit.audit",),  # the label audit: out-of-sample probabilities, confident learning
     ("toolkit.train",),

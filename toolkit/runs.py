@@ -60,6 +60,8 @@ LABEL_ISSUES_PNG = "label_issues.png"
 #: Files far from every class in the same embeddings (not faces, logos, collages), a gallery.
 OUTLIERS_CSV = "outliers.csv"
 OUTLIERS_PNG = "outliers.png"
+#: The familiarity score: normalised training embeddings and the fence (toolkit.familiarity).
+FAMILIARITY_NPZ = "familiarity.npz"
 
 #: run.json's `status`: written "training", then "finished", or "failed" with the error.
 TRAINING = "training"
