@@ -283,6 +283,11 @@ def usable_folds(labels: np.ndarray, n_classes: int, folds: int = N_FOLDS) -> in
 # ----------------------------------------------------------------------------- the model
 
 
+def embedding_width(run: Run) -> int:
+    """How many numbers `embed` gives per image: the width of the classification head's input."""
+    return int(run.model.layers[-1].input.shape[-1])
+
+
 def embed(run: Run, decoded: DecodedImages, batch_size: int = 256) -> np.ndarray:
     """Each image's penultimate-layer output: what the run's classification head reads,
     from the same scaled input the model is scored on (`make_dataset`), averaged with the
@@ -293,7 +298,7 @@ def embed(run: Run, decoded: DecodedImages, batch_size: int = 256) -> np.ndarray
     head = model.layers[-1]
     embedder = keras.Model(model.inputs, head.input)
     if len(decoded) == 0:
-        return np.zeros((0, int(head.input.shape[-1])), dtype=np.float32)
+        return np.zeros((0, embedding_width(run)), dtype=np.float32)
     return np.asarray(model_outputs(run, embedder, decoded, batch_size), dtype=np.float32)
 
 
@@ -336,10 +341,12 @@ def audit_decoded(
     *,
     seed: int = 0,
     folds: int = N_FOLDS,
+    embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> AuditResult:
     """Audit the decoded splits of a run's manifest; write label_issues.csv and the gallery
-    into the run folder. `decoded[split]` holds that split's accepted rows, as decoded."""
-    frames, images, embeddings = [], [], []
+    into the run folder. `decoded[split]` holds that split's accepted rows, as decoded;
+    `embeddings[split]` their embeddings where the caller has them (`embed` otherwise)."""
+    frames, images, parts = [], [], []
     for split in SPLITS:
         part = decoded.get(split)
         if part is None or len(part) == 0:
@@ -360,11 +367,11 @@ def audit_decoded(
             )
         )
         images.append(part)
-        embeddings.append(embed(run, part))
+        parts.append(embed(run, part) if embeddings is None else embeddings[split])
     scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     labels = scored["label_id"].to_numpy() if len(scored) else np.zeros(0, dtype=np.int64)
     k = usable_folds(labels, len(run.labels), folds)
-    features = np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32)
+    features = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     why_not = None
     if k == 0:
         why_not = "a class has fewer than 2 decoded files: nothing to cross-fit"

@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from toolkit import DISTRIBUTION, __version__
-from toolkit.audit import AuditResult, audit_decoded, read_exclusion
+from toolkit.audit import AuditResult, audit_decoded, embed, read_exclusion
 from toolkit.errors import RecordError, TrainingError, UsageError
+from toolkit.familiarity import accuracy_by_familiarity, fit_familiarity, write_familiarity
 from toolkit.groups import NEAR_PHASH_DISTANCE
 from toolkit.manifest import ACCEPTED, normalise_manifest, read_manifest, write_manifest
 from toolkit.models import InputSpec, ModelRecipe, get_recipe
@@ -59,6 +60,7 @@ from toolkit.runs import (
     CHECKPOINTS,
     CONFUSION_PNG,
     CURVES_PNG,
+    FAMILIARITY_NPZ,
     FINISHED,
     HISTORY_CSV,
     METRICS_JSON,
@@ -265,9 +267,9 @@ def train_model(
 ) -> TrainResult:
     """Split, decode, fit with early stopping and checkpoints, score the test split.
 
-    The steps, in order: plan, decode, fit, calibrate and score, audit the labels (unless
-    `audit` is off), write the run. `exclude` is a label_issues.csv whose files are left
-    out before the split.
+    The steps, in order: plan, decode, fit, calibrate and score, fit the familiarity score,
+    audit the labels (unless `audit` is off), write the run. `exclude` is a label_issues.csv
+    whose files are left out before the split.
     `profile` is the one the data was validated with (its near-duplicate distance groups the
     split); run.json records it, with `profile_specs` (each data folder's, as given) when
     given. `callbacks` are extra Keras callbacks (the run's own come first).
@@ -285,10 +287,17 @@ def train_model(
         model, history = fit_model(
             plan, decoded, folder, strategy, progress=progress, callbacks=callbacks or []
         )
-        metrics = calibrate_and_score(plan, model, decoded, folder, record)
+        metrics, scored_proba = calibrate_and_score(plan, model, decoded, folder, record)
         audited = None
-        if audit and plan.worker.is_chief:
-            audited = audit_labels(plan, model, decoded, folder, record)
+        if plan.worker.is_chief:
+            # one embedding pass serves the familiarity score and the audit
+            run = Run(folder, model, plan.labels, plan.spec, record)
+            embeddings = {split: embed(run, part) for split, part in decoded.items()}
+            metrics["familiarity"] = fit_run_familiarity(
+                plan, decoded, embeddings, folder, record, metrics["split"], scored_proba
+            )
+            if audit:
+                audited = audit_labels(plan, model, decoded, folder, record, embeddings)
         result = write_run(plan, folder, record, metrics, history, decoded, started)
         result.audit = audited
         return result
@@ -476,23 +485,49 @@ def calibrate_and_score(
     decoded: dict[str, DecodedImages],
     folder: Path,
     record: dict[str, Any],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], np.ndarray]:
     """Calibrate and score: one temperature, fitted on the validation split and applied to
-    every score; the metrics of the test split (the validation split when it is empty)."""
+    every score; the metrics of the test split (the validation split when it is empty), and
+    that split's calibrated probabilities."""
     run = Run(folder, model, plan.labels, plan.spec, record)
     val = decoded["validation"]
     temperature = fit_temperature(val.labels, predict_proba(run, val, calibrated=False))
     test = decoded["test"] if len(decoded["test"]) else val
     scored_split = "test" if len(decoded["test"]) else "validation"
     raw = predict_proba(run, test, calibrated=False)
+    proba = apply_temperature(raw, temperature)
     return {
         "split": scored_split,
-        **score_predictions(test.labels, apply_temperature(raw, temperature), plan.labels),
+        **score_predictions(test.labels, proba, plan.labels),
         "temperature": temperature,
         "expected_calibration_error_before_temperature": score_predictions(
             test.labels, raw, plan.labels
         )["expected_calibration_error"],
-    }
+    }, proba
+
+
+def fit_run_familiarity(
+    plan: Plan,
+    decoded: dict[str, DecodedImages],
+    embeddings: dict[str, np.ndarray],
+    folder: Path,
+    record: dict[str, Any],
+    scored_split: str,
+    scored_proba: np.ndarray,
+) -> dict[str, Any]:
+    """Fit the familiarity score on the train and validation embeddings, write it into the
+    run folder, record it in run.json; metrics.json's `familiarity`: accuracy on the scored
+    split's familiar and unfamiliar pictures (or why the score is unavailable)."""
+    if not all(np.isfinite(e).all() for e in embeddings.values()):
+        (folder / FAMILIARITY_NPZ).unlink(missing_ok=True)  # no earlier fit stays
+        why = "the network's embeddings hold NaN or infinity: no familiarity score"
+        record["familiarity"] = {"skipped": why}
+        return {"unavailable": why}
+    score = fit_familiarity(embeddings["train"], embeddings["validation"], seed=plan.options.seed)
+    write_familiarity(folder, score)
+    record["familiarity"] = score.record()
+    novelty = score.novelty(embeddings[scored_split])
+    return accuracy_by_familiarity(decoded[scored_split].labels, scored_proba, novelty)
 
 
 def audit_labels(
@@ -501,11 +536,14 @@ def audit_labels(
     decoded: dict[str, DecodedImages],
     folder: Path,
     record: dict[str, Any],
+    embeddings: dict[str, np.ndarray] | None = None,
 ) -> AuditResult:
     """Audit: rank every decoded file by how likely its label is wrong (toolkit.audit);
     label_issues.csv and its gallery go into the run folder, the summary into run.json."""
     run = Run(folder, model, plan.labels, plan.spec, record)
-    result = audit_decoded(run, plan.manifest, decoded, seed=plan.options.seed)
+    result = audit_decoded(
+        run, plan.manifest, decoded, seed=plan.options.seed, embeddings=embeddings
+    )
     record["audit"] = result.record()
     return result
 
