@@ -152,8 +152,9 @@ def test_predict_labels_good_files_and_names_each_bad_one(
     out, err = capsys.readouterr()
     assert code == 1
     lines = out.splitlines()
-    assert re.fullmatch(rf"{re.escape(str(bright))}: happy (0\.\d+|1\.000)", lines[0])
-    assert re.fullmatch(rf"{re.escape(str(dark))}: sad (0\.\d+|1\.000)", lines[1])
+    familiar = r" \((un)?familiar, novelty \d+\.\d\d(: .+)?\)"  # toolkit.familiarity
+    assert re.fullmatch(rf"{re.escape(str(bright))}: happy (0\.\d+|1\.000){familiar}", lines[0])
+    assert re.fullmatch(rf"{re.escape(str(dark))}: sad (0\.\d+|1\.000){familiar}", lines[1])
     assert f"{tmp_path / 'notes.jpg'}: error: unsupported content: text" in err
     assert f"{tmp_path / 'missing.png'}: error: no such file" in err
 

@@ -368,6 +368,18 @@ def evaluate(
     for key, group in scores.get("by_face", {}).items():
         right = "n/a" if group["accuracy"] is None else f"{group['accuracy']:.3f}"
         _say(f"  accuracy, {key.replace('_', ' '):<18}{right} ({group['n']:,} files)")
+    _echo_familiarity(scores["familiarity"])
+
+
+def _echo_familiarity(found: dict[str, Any]) -> None:
+    """Accuracy on the pictures like the training ones and on the others (evaluate, train)."""
+    if "unavailable" in found:
+        _say(f"  familiarity: unavailable: {found['unavailable']}")
+        return
+    for key in ("familiar", "unfamiliar"):
+        group = found[key]
+        right = "n/a" if group["accuracy"] is None else f"{group['accuracy']:.3f}"
+        _say(f"  accuracy, {key:<18}{right} ({group['n']:,} files)")
 
 
 @app.command()
@@ -383,7 +395,7 @@ def predict(
 
     check_run_folder(run)  # a wrong run folder is refused before TensorFlow starts
     _start_tensorflow()
-    from toolkit.predict import predict_files
+    from toolkit.predict import predict_files, unavailable_note
 
     results = predict_files(run, images)
     if as_json:
@@ -391,6 +403,8 @@ def predict(
     else:
         for r in results:
             _say(r.line(), err=r.error is not None)
+    if any(r.error is None and r.novelty is None for r in results):
+        _say(unavailable_note(run), err=True)
     if any(r.error is not None for r in results):
         raise typer.Exit(1)
 
@@ -523,6 +537,8 @@ def _echo_training(result: Any) -> None:
         f"{'n/a' if m['roc_auc'] is None else format(m['roc_auc'], '.3f')}, "
         f"ECE {m['expected_calibration_error']:.3f} ({m['n_scored']} files)"
     )
+    if "familiarity" in m:  # the chief's: where the familiarity score was fitted
+        _echo_familiarity(m["familiarity"])
     echo(f"fit: {result.diagnosis}")
     if result.audit is not None:
         _echo_audit(result.audit)

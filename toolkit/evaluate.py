@@ -14,10 +14,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolkit.audit import embed, embedding_width
 from toolkit.errors import UsageError
+from toolkit.familiarity import (
+    Familiarity,
+    accuracy_by_familiarity,
+    read_familiarity,
+    why_unavailable,
+)
 from toolkit.manifest import ACCEPTED
-from toolkit.pipeline import decode_rows
-from toolkit.runs import load_run
+from toolkit.pipeline import DecodedImages, decode_rows
+from toolkit.runs import Run, load_run
 from toolkit.scores import predict_proba, predicted_ids, score_predictions
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,17 @@ def accuracy_by_face(
     return out
 
 
+def score_familiarity(
+    run: Run, familiarity: Familiarity | None, decoded: DecodedImages, proba: np.ndarray
+) -> dict[str, Any]:
+    """How many scored pictures are unlike the training pictures, and the accuracy on those
+    and on the others; or why the run cannot say (it has no familiarity score)."""
+    if familiarity is None:
+        return {"unavailable": why_unavailable(run.config)}
+    novelty = familiarity.novelty(embed(run, decoded))
+    return accuracy_by_familiarity(decoded.labels, proba, novelty)
+
+
 def evaluate_run(
     folder: Path,
     data: list[Path],
@@ -53,6 +71,8 @@ def evaluate_run(
     from toolkit.profiles import load_profile
 
     run = load_run(folder)
+    # a broken familiarity file is refused before the data is scanned
+    familiarity = read_familiarity(run.folder, embedding_width(run))
     rules = load_profile(profile or run.config.get("profile", {}).get("spec") or None)
     frames = []
     for root in data:
@@ -79,6 +99,7 @@ def evaluate_run(
     if run.spec.crop_faces:
         faces = known["n_faces"].fillna(0).to_numpy() > 0
         scores["by_face"] = accuracy_by_face(decoded.labels, proba, faces[decoded.kept])
+    scores["familiarity"] = score_familiarity(run, familiarity, decoded, proba)
     return {
         "run": str(folder),
         "data": [str(p) for p in data],

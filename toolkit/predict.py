@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from toolkit.audit import embed, embedding_width
 from toolkit.errors import processing
+from toolkit.familiarity import UNFAMILIAR_NOTE, is_familiar, read_familiarity, why_unavailable
 from toolkit.pipeline import DecodedImages, ImageProblem, load_image
-from toolkit.runs import Run, load_run
+from toolkit.runs import Run, load_run, read_run_config
 from toolkit.scan import FileScanner, ScanOptions
 from toolkit.scores import predict_proba, predicted_classes
 from toolkit.text import escape_controls
@@ -33,20 +35,40 @@ class Prediction:
     label: str | None = None
     probability: float | None = None
     error: str | None = None
+    #: the picture's distance from the training pictures in multiples of the fence (above 1:
+    #: unlike them); None where the run has no familiarity score, or for an error
+    novelty: float | None = None
+    is_familiar: bool | None = None
 
     def line(self) -> str:
-        """`path: label probability` or `path: error: why`, safe to print (controls escaped)."""
+        """`path: label probability (familiar, novelty n)`, the unfamiliar note where it is
+        not, or `path: error: why`; safe to print (controls escaped)."""
         if self.error is not None:
             return escape_controls(f"{self.path}: error: {self.error}")
-        return escape_controls(f"{self.path}: {self.label} {self.probability:.3f}")
+        answer = f"{self.path}: {self.label} {self.probability:.3f}"
+        if self.is_familiar:
+            answer += f" (familiar, novelty {self.novelty:.2f})"
+        elif self.novelty is not None:
+            answer += f" (unfamiliar, novelty {self.novelty:.2f}: {UNFAMILIAR_NOTE})"
+        return escape_controls(answer)
 
     def as_dict(self) -> dict[str, object]:
         """For --json."""
         return asdict(self)
 
 
+def unavailable_note(folder: Path) -> str:
+    """What predict says once when the run has no familiarity score."""
+    why = why_unavailable(read_run_config(folder))
+    return (
+        f"familiarity: unavailable: {why}; the answers do not say whether a picture is like "
+        "the training pictures"
+    )
+
+
 def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) -> list[Prediction]:
-    """Predict every file in `paths` with the run in `folder`; order is kept."""
+    """Predict every file in `paths` with the run in `folder`; order is kept. Each answer
+    says whether the picture is like the training pictures, where the run has the score."""
     run = run or load_run(folder)
     scanner = FileScanner(Path("/"), ScanOptions(detect_faces=run.spec.crop_faces))
     arrays: list[np.ndarray] = []
@@ -66,9 +88,24 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
             labels=np.zeros(len(arrays), dtype=np.int32),
             paths=[str(paths[i]) for i in slots],
         )
+        familiarity = read_familiarity(run.folder, embedding_width(run))  # refused if broken
         ids, confidences = predicted_classes(predict_proba(run, batch))
-        for slot, k, conf in zip(slots, ids, confidences, strict=True):
-            results[slot] = Prediction(str(paths[slot]), run.labels[k], round(float(conf), 6))
+        novelty: list[float | None] = [None] * len(slots)
+        familiar: list[bool | None] = [None] * len(slots)
+        if familiarity is not None:
+            found = familiarity.novelty(embed(run, batch))
+            # judged before rounding: a novelty of 1.0004 is unfamiliar, though it rounds to 1.0
+            novelty, familiar = [round(float(n), 3) for n in found], is_familiar(found).tolist()
+        for slot, k, conf, far, known in zip(
+            slots, ids, confidences, novelty, familiar, strict=True
+        ):
+            results[slot] = Prediction(
+                str(paths[slot]),
+                run.labels[k],
+                round(float(conf), 6),
+                novelty=far,
+                is_familiar=known,
+            )
     return [r for r in results if r is not None]
 
 
