@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import toolkit.groups as groups_module
 from toolkit.groups import NEAR_PHASH_DISTANCE, content_groups, phash_bands, phash_values
 from toolkit.profiles import load_profile
+from toolkit.scan import ScanOptions, scan_folder
+from toolkit.validate import validate_manifest
 from validations.rules import REGISTRY
 
 _rng = np.random.default_rng(7)
@@ -127,3 +133,52 @@ def test_every_distance_a_profile_allows_groups_a_pair_at_it(distance: int) -> N
     phash = [_PHASHES[0], flip_bit(_PHASHES[0], distance), far]
     groups = content_groups(frame(["a", "b", "c"], phash), distance)
     assert groups[0] == groups[1] != groups[2]
+
+
+def _edit(rows: pd.DataFrame, at: int, kind: str) -> pd.DataFrame:
+    edited, other = rows.copy(), (at + 1) % len(rows)
+    if kind == "phash removed":
+        edited.loc[at, "phash"] = None
+    else:  # the hash or the bytes of another row: a row joins or leaves a group
+        column = "phash" if kind == "phash of another row" else "sha256"
+        edited.loc[at, column] = edited.loc[other, column]
+    return edited
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    picks=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 8)), min_size=2, max_size=20),
+    at=st.integers(0, 19),
+    kind=st.sampled_from(["phash of another row", "phash removed", "sha256 of another row"]),
+    distance=st.sampled_from([None, 0, 4, 10]),
+)
+def test_a_kept_grouping_never_answers_for_changed_hashes(
+    picks: list[tuple[int, int]], at: int, kind: str, distance: int | None
+) -> None:
+    phash = [flip_bit(_PHASHES[base], flips) for base, flips in picks]
+    rows = frame([f"{i:064x}" for i in range(len(phash))], phash)
+    content_groups(rows, distance)  # kept
+    edited = _edit(rows, at % len(rows), kind)
+    got = content_groups(edited, distance)
+    groups_module._kept.clear()
+    assert got.equals(content_groups(edited, distance))
+
+
+def test_validating_the_same_rows_again_groups_nothing_again(
+    clean_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the advice judges the same rows under each other profile, the report draws the sets:
+    # each distance is grouped once, and the verdicts are the same
+    monkeypatch.setattr(groups_module, "_kept", OrderedDict())
+    grouped: list[int | None] = []
+    group_roots = groups_module._group_roots
+    monkeypatch.setattr(
+        groups_module, "_group_roots", lambda m, d: grouped.append(d) or group_roots(m, d)
+    )
+    manifest = scan_folder(clean_root, jobs=1, options=ScanOptions(detect_faces=False))
+    profile = load_profile("tutorial")
+    first = validate_manifest(manifest, profile)
+    second = validate_manifest(manifest, profile)
+    assert sorted(grouped, key=str) == sorted([0, None, NEAR_PHASH_DISTANCE], key=str)
+    assert second.findings == first.findings
+    assert first.manifest.attrs == {**manifest.attrs, "profile": "tutorial"}

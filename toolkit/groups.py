@@ -8,6 +8,10 @@ candidate search (toolkit.cluster) and the split that keeps copies out of two sp
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import numpy as np
@@ -16,6 +20,12 @@ import pandas as pd
 #: Bits two perceptual hashes may differ in and still be near duplicates, when a profile
 #: does not say (the `near_duplicate` rule's default, and the split's grouping distance).
 NEAR_PHASH_DISTANCE = 4
+#: Groupings `content_groups` keeps, most recent first: one validation's rules, its report
+#: and the advice's other profiles ask for the same few, on the same rows, again and again.
+GROUPINGS_KEPT = 8
+
+_kept: OrderedDict[tuple[str, int | None], np.ndarray] = OrderedDict()
+_kept_lock = threading.Lock()
 
 
 def phash_values(hashes: Iterable[str]) -> np.ndarray:
@@ -46,7 +56,34 @@ def content_groups(manifest: pd.DataFrame, max_phash_distance: int | None) -> pd
     Near pairs are found by the pigeonhole principle: split the 64-bit hash into
     distance+1 bands; two hashes within the distance agree on at least one band. Only
     rows sharing a band are compared, so this stays far from quadratic on real sets.
+    The last `GROUPINGS_KEPT` groupings are kept, keyed by the two hash columns' values in
+    order and the distance: asked again for the same hashes, it groups nothing again.
     """
+    sha256 = manifest["sha256"].to_numpy(dtype=object, na_value=None)
+    phash = manifest["phash"].to_numpy(dtype=object, na_value=None)
+    key = (_hashes_key(sha256, phash), max_phash_distance)
+    with _kept_lock:
+        roots = _kept.get(key)
+        if roots is not None:
+            _kept.move_to_end(key)
+    if roots is None:
+        roots = _group_roots(manifest, max_phash_distance)
+        with _kept_lock:
+            _kept[key] = roots
+            while len(_kept) > GROUPINGS_KEPT:
+                _kept.popitem(last=False)
+    hashed = manifest["sha256"].notna().to_numpy() | manifest["phash"].notna().to_numpy()
+    return pd.Series(np.where(hashed, roots, -1), index=manifest.index).replace(-1, pd.NA)
+
+
+def _hashes_key(sha256: np.ndarray, phash: np.ndarray) -> str:
+    """A digest of the two hash columns, row by row (JSON: any value, None where missing)."""
+    values = json.dumps([sha256.tolist(), phash.tolist()], default=str)
+    return hashlib.sha256(values.encode()).hexdigest()
+
+
+def _group_roots(manifest: pd.DataFrame, max_phash_distance: int | None) -> np.ndarray:
+    """`content_groups`' work: per row, the position of the first row of its group."""
     n = len(manifest)
     parent = np.arange(n)
 
@@ -87,6 +124,6 @@ def content_groups(manifest: pd.DataFrame, max_phash_distance: int | None) -> pd
                 for a, b in zip(*np.nonzero(np.triu(dist <= max_phash_distance, 1)), strict=True):
                     union(rows[idx[a]], rows[idx[b]])
 
-    roots = np.array([find(i) for i in range(n)])
-    hashed = has_sha | manifest["phash"].notna().to_numpy()
-    return pd.Series(np.where(hashed, roots, -1), index=manifest.index).replace(-1, pd.NA)
+    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
+    roots.flags.writeable = False  # kept and shared: nobody edits it in place
+    return roots

@@ -154,9 +154,11 @@ def validate_manifest(
     aggregates: file rules per row, content rules on the rows that share content or a
     path with another, dataset rules on counts.
     """
-    attrs = dict(manifest.attrs)
+    attrs = {**manifest.attrs, "profile": profile.spec}
     frame = normalise_manifest(manifest).reset_index(drop=True)
-    frame.attrs = {**attrs, "profile": profile.spec}
+    # pandas deep-copies attrs into every frame and column derived from one, and the rules
+    # derive thousands: they judge the bare rows, the verdicts get the attrs back
+    frame.attrs = {}
     suite_results: list[Any] = []
     row_findings: dict[int, list[Finding]] = defaultdict(list)
     for index, finding in judge_files(frame, profile, runner):
@@ -174,6 +176,7 @@ def validate_manifest(
     frame["status"] = status
     frame["reasons"] = _joined(row_findings, frame.index, "error")
     frame["warnings"] = _joined(row_findings, frame.index, "warning")
+    frame.attrs = attrs
 
     counts = DatasetCounts.of(frame)
     dataset_findings += judge_dataset(counts, profile, suite_results, runner)
