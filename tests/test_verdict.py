@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from conftest import shared_dataset
-from corpus import write_image
+from corpus import HostileCorpus, write_image
 from htmltree import parse_html
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolkit.cli import EXAMPLES_PER_RULE, _examples, main
-from toolkit.profiles import load_profile
+from toolkit.profiles import builtin_profiles, load_profile
 from toolkit.scan import scan_folder
 from toolkit.validate import ADVICE_SHARE, Finding, advise, validate_manifest
 
@@ -167,3 +167,25 @@ def test_renotte_hears_about_the_scraped_profile(
     text = "\n".join(run_validate(root, tmp_path / "o", capsys))
     assert "min_file_bytes rejects" in text
     assert "the scraped profile would accept 291 of 302" in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["tutorial", "scraped", "small-faces"],
+    ids=[
+        "tutorial: the advice's verdicts on a hostile folder are a full validation's",
+        "scraped: the advice's verdicts on a hostile folder are a full validation's",
+        "small-faces: the advice's verdicts on a hostile folder are a full validation's",
+    ],
+)
+def test_the_advice_judges_as_a_full_validation_without_wording_findings(
+    name: str, hostile: HostileCorpus
+) -> None:
+    assert set(builtin_profiles()) == {"tutorial", "scraped", "small-faces"}
+    manifest = scan_folder(hostile.root, jobs=1)
+    full = validate_manifest(manifest, load_profile(name))
+    bare = validate_manifest(manifest, load_profile(name), worded=False)
+    verdicts = ["status", "reasons", "warnings"]
+    assert bare.manifest[verdicts].equals(full.manifest[verdicts])
+    assert (bare.passed, bare.by_rule()) == (full.passed, full.by_rule())
+    assert len(full.rejected) > 0  # the folder breaks rules to judge

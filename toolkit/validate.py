@@ -146,13 +146,15 @@ class Validation:
 
 
 def validate_manifest(
-    manifest: pd.DataFrame, profile: Profile, runner: Runner = Runner.FAST
+    manifest: pd.DataFrame, profile: Profile, runner: Runner = Runner.FAST, *, worded: bool = True
 ) -> Validation:
     """Judge every row and the dataset as a whole; returns the manifest with verdicts.
 
     The steps are the ones the Dask engine (toolkit.cluster) runs on partitions and
     aggregates: file rules per row, content rules on the rows that share content or a
-    path with another, dataset rules on counts.
+    path with another, dataset rules on counts. `worded=False` leaves the file and content
+    rules' findings without path and detail (empty): the same verdicts, for a caller that
+    only counts them (the advice).
     """
     attrs = {**manifest.attrs, "profile": profile.spec}
     frame = normalise_manifest(manifest).reset_index(drop=True)
@@ -161,11 +163,11 @@ def validate_manifest(
     frame.attrs = {}
     suite_results: list[Any] = []
     row_findings: dict[int, list[Finding]] = defaultdict(list)
-    for index, finding in judge_files(frame, profile, runner):
+    for index, finding in judge_files(frame, profile, runner, worded=worded):
         row_findings[index].append(finding)
     n_hashed, n_unique = duplicate_counts(frame)
     grouped, dataset_findings = judge_groups(
-        frame, n_hashed, n_unique, profile, suite_results, runner
+        frame, n_hashed, n_unique, profile, suite_results, runner, worded=worded
     )
     for index, finding in grouped:
         row_findings[index].append(finding)
@@ -216,13 +218,14 @@ class DatasetCounts:
 
 
 def judge_files(
-    frame: pd.DataFrame, profile: Profile, runner: Runner = Runner.FAST
+    frame: pd.DataFrame, profile: Profile, runner: Runner = Runner.FAST, *, worded: bool = True
 ) -> list[tuple[int, Finding]]:
     """The file rules on a manifest or a partition of one: (row index, finding) for every
-    failure of every file, by rule in the profile's order, then by row."""
+    failure of every file, by rule in the profile's order, then by row (`validate_manifest`
+    says what `worded` is)."""
     if runner is Runner.LIBRARIES:
         return _run_file_rules_with_pandera(frame, profile.file_rules)
-    return _run_file_rules(frame, profile.file_rules)
+    return _run_file_rules(frame, profile.file_rules, worded)
 
 
 def duplicate_counts(frame: pd.DataFrame) -> tuple[int, int]:
@@ -238,6 +241,8 @@ def judge_groups(
     profile: Profile,
     keep: list[Any] | None = None,
     runner: Runner = Runner.FAST,
+    *,
+    worded: bool = True,
 ) -> tuple[list[tuple[int, Finding]], list[Finding]]:
     """The dataset rules that run before rejection: (file findings, dataset findings).
 
@@ -249,7 +254,7 @@ def judge_groups(
     evidence = Evidence(candidates=candidates, n_hashed=n_hashed, n_unique_sha256=n_unique_sha256)
     per_file: list[tuple[int, Finding]] = []
     dataset: list[Finding] = []
-    for index, finding in _run_dataset_rules(evidence, rules, runner, keep):
+    for index, finding in _run_dataset_rules(evidence, rules, runner, keep, worded):
         (per_file.append((index, finding)) if index is not None else dataset.append(finding))
     return per_file, dataset
 
@@ -282,13 +287,18 @@ def _joined(found: dict[int, list[Finding]], index: pd.Index, severity: str) -> 
 # file rules: the toolkit's own runner, then pandera's (--data-docs)
 
 
-def _run_file_rules(frame: pd.DataFrame, rules: list[FileRule]) -> list[tuple[int, Finding]]:
+def _run_file_rules(
+    frame: pd.DataFrame, rules: list[FileRule], worded: bool = True
+) -> list[tuple[int, Finding]]:
     if not rules or frame.empty:
         return []
     out = []
     for rule in rules:
-        broken = rule.violations(frame).astype(bool).to_numpy()
-        out.extend(_findings(rule, frame, frame.index[broken]))
+        broken = frame.index[rule.violations(frame).astype(bool).to_numpy()]
+        if worded:
+            out.extend(_findings(rule, frame, broken))
+        else:  # the wording is most of the cost, and the verdicts do not read it
+            out.extend((int(i), Finding("", rule.name, rule.severity, "")) for i in broken)
     return out
 
 
@@ -446,6 +456,7 @@ def _run_dataset_rules(
     rules: list[DatasetRule],
     runner: Runner = Runner.FAST,
     keep: list[Any] | None = None,
+    worded: bool = True,
 ) -> list[tuple[int | None, Finding]]:
     if not rules:
         return []
@@ -473,7 +484,11 @@ def _run_dataset_rules(
             outcome = outcomes[rule.name]
             if outcome.success:
                 continue
-            if outcome.unexpected_rows:
+            if outcome.unexpected_rows and not worded:
+                for pos in outcome.unexpected_rows:
+                    index = int(table.index[pos]) if rule.per_file else None
+                    out.append((index, Finding("", rule.name, rule.severity, "")))
+            elif outcome.unexpected_rows:
                 for pos in outcome.unexpected_rows:
                     row = table.iloc[pos]
                     path = name.finding_path(row)
@@ -561,6 +576,6 @@ def advise(validation: Validation, share: float = ADVICE_SHARE) -> Advice:
             other = load_profile(name)
             limit = other.scan_options().max_decode_pixels
             undecided = int(((pixels > scanned) & (pixels <= limit)).fillna(False).sum())
-            judged = validate_manifest(manifest, other)
+            judged = validate_manifest(manifest, other, worded=False)
             others[name] = ProfileOutcome(len(judged.accepted), judged.passed, undecided)
     return Advice(share, n_files, heavy, others)
