@@ -65,7 +65,7 @@ PHASH_INPUT_PX, _PHASH_BITS_SIDE = 32, 8
 _PHASH_DECIMALS = 6
 #: JPEGs are decoded at the smallest DCT scale (libjpeg's 1/2 to 1/8) that still covers
 #: this side: every byte is still decoded (the decode check), but without the full-size
-#: inverse DCT. 1.3-1.5x faster than decoding at 512 px on the scraped sets. The face
+#: inverse DCT (docs/performance.md measures the gain). The face
 #: detector then letterboxes this decoded copy into its own 128 px input (`toolkit.faces`).
 DRAFT_SIDE_PX = PHASH_MAX_SIDE_PX
 #: Folders with fewer files than this are scanned in-process: starting workers costs more.
