@@ -224,17 +224,16 @@ def test_a_variant_trains_the_default_recipe_with_its_options_and_nothing_else(r
     assert loso.variant_recipe("colour") == name  # registering twice is harmless
 
 
-def test_a_variant_fold_trains_through_toolkit_train_and_records_its_options(
-    tmp_path, monkeypatch, recipes
-) -> None:
+@pytest.fixture
+def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """`toolkit train` replaced by one that records its arguments and leaves a model file,
+    and the folds' validation and scoring by stand-ins: a fold runs without TensorFlow."""
     import toolkit.cli
-    from toolkit.models import get_recipe
 
-    trained = []
+    calls: list[list[str]] = []
 
     def fake_train(args: list[str]) -> int:
-        model = args[args.index("--model") + 1]
-        trained.append((model, get_recipe(model).name))  # registered before the train starts
+        calls.append(args)
         out = Path(args[args.index("--out") + 1])
         out.mkdir(parents=True)
         (out / "model.keras").write_bytes(b"")
@@ -244,8 +243,18 @@ def test_a_variant_fold_trains_through_toolkit_train_and_records_its_options(
     monkeypatch.setattr(loso, "validated", lambda out, datasets, name, *a: out / name)
     monkeypatch.setattr(loso, "_accepted", lambda folder: rows(["a"], ["0000000000000000"]))
     monkeypatch.setattr(loso, "score", lambda run, rows, jobs=None: {"n": len(rows)})
+    return calls
+
+
+def test_a_variant_fold_trains_through_toolkit_train_and_records_its_options(
+    tmp_path, fake_training, recipes
+) -> None:
+    from toolkit.models import get_recipe
+
     result = loso.run_fold(loso.make_folds(["renotte"])[0], tmp_path, epochs=3, variant="colour")
-    assert trained == [("default+colour", "default+colour")]
+    [args] = fake_training
+    model = args[args.index("--model") + 1]
+    assert (model, get_recipe(model).name) == ("default+colour", "default+colour")
     assert (result["model"], result["variant"]) == ("default", "colour")
     assert result["build_options"] == loso.VARIANTS["colour"]
     saved = tmp_path / "renotte-default+colour-e3-s0" / "loso.json"
@@ -311,30 +320,16 @@ def test_a_variant_trains_for_an_epoch_loads_and_exports(tmp_path, recipes) -> N
 
 
 def test_a_fold_without_flagged_files_trains_on_what_its_baseline_did_not_flag(
-    tmp_path, monkeypatch
+    tmp_path, fake_training
 ) -> None:
-    import toolkit.cli
     from toolkit.runs import LABEL_ISSUES_CSV
 
     baseline = tmp_path / "renotte-default-e3-s0"
     baseline.mkdir()
     (baseline / LABEL_ISSUES_CSV).write_text("path\n", encoding="utf-8")
-    calls = []
-
-    def fake_train(args: list[str]) -> int:
-        calls.append(args)
-        out = Path(args[args.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "model.keras").write_bytes(b"")
-        return 0
-
-    monkeypatch.setattr(toolkit.cli, "main", fake_train)
-    monkeypatch.setattr(loso, "validated", lambda out, datasets, name, *a: out / name)
-    monkeypatch.setattr(loso, "_accepted", lambda folder: rows(["a"], ["0000000000000000"]))
-    monkeypatch.setattr(loso, "score", lambda run, rows, jobs=None: {"n": len(rows)})
     fold_ = loso.make_folds(["renotte"])[0]
     result = loso.run_fold(fold_, tmp_path, epochs=3, without_flagged=True)
-    [args] = calls
+    [args] = fake_training
     assert args[args.index("--exclude") + 1] == str(baseline / LABEL_ISSUES_CSV)
     assert args[args.index("--out") + 1] == str(tmp_path / "renotte-default-e3-s0-unflagged")
     assert result["without_flagged"] == "renotte-default-e3-s0"
