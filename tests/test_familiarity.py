@@ -125,6 +125,29 @@ def test_the_file_reads_back_what_was_written(tmp_path: Path) -> None:
     assert (back.k, back.threshold, back.quantile) == (score.k, score.threshold, score.quantile)
 
 
+@pytest.mark.parametrize(
+    "lengths",
+    [[0.0], [1e-13], [0.0, 1e-13, 1e-30]],
+    ids=[
+        "a training picture whose embedding is all zeros (dead units) is left out of the file",
+        "an embedding too short to normalise is left out of the file",
+        "several such rows are all left out",
+    ],
+)
+def test_a_score_fitted_on_degenerate_embeddings_reads_back(tmp_path: Path, lengths) -> None:
+    train = _blob(400, 0)
+    train[: len(lengths)] = np.asarray(lengths)[:, None] * np.eye(1, WIDTH)
+    score = fit_familiarity(train, _blob(100, 1), k=5)
+    assert len(score.reference) == 400 - len(lengths)
+    write_familiarity(tmp_path, score)
+    assert read_familiarity(tmp_path, width=WIDTH) is not None
+
+
+def test_a_fit_with_no_usable_training_embedding_is_refused() -> None:
+    with pytest.raises(ValueError, match="training and validation embeddings"):
+        fit_familiarity(np.zeros((5, WIDTH)), _blob(10, 1), k=5)
+
+
 def test_a_run_without_the_file_has_no_score(tmp_path: Path) -> None:
     assert read_familiarity(tmp_path) is None
 

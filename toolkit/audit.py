@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import RecordError, UsageError
+from toolkit.familiarity import nearest_distances
 from toolkit.manifest import ACCEPTED, read_manifest
 from toolkit.paths import (
     atomic_write,
@@ -250,19 +251,11 @@ def outlier_scores(
 
 
 def _neighbour_distance(
-    z: np.ndarray, reference: np.ndarray, *, skip_self: bool = False, block: int = 1024
+    z: np.ndarray, reference: np.ndarray, *, skip_self: bool = False
 ) -> np.ndarray:
     """Each row's mean Euclidean distance to its N_NEIGHBOURS nearest rows of `reference`
-    (its own zero distance left out with `skip_self`), in blocks of rows to bound memory."""
-    k = min(N_NEIGHBOURS + skip_self, len(reference))
-    squared = (reference**2).sum(axis=1)
-    out = np.empty(len(z))
-    for start in range(0, len(z), block):
-        rows = z[start : start + block]
-        d2 = (rows**2).sum(axis=1)[:, None] + squared[None, :] - 2 * rows @ reference.T
-        nearest = np.sort(np.partition(np.maximum(d2, 0), k - 1, axis=1)[:, :k], axis=1)
-        out[start : start + block] = np.sqrt(nearest[:, int(skip_self) :]).mean(axis=1)
-    return out
+    (its own zero distance left out with `skip_self`)."""
+    return nearest_distances(z, reference, N_NEIGHBOURS, skip_self=skip_self).mean(axis=1)
 
 
 def outlier_fence(scores: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """Familiarity: whether a picture is like the ones the model was trained on.
 
-A classifier answers for every picture, and answers a yellow sad emoji "happy" with
-probability 0.99 when nothing like it was in its training data. This score says when an
+A classifier answers for every picture, and answers a yellow sad emoji "happy" with high
+confidence when nothing like it was in its training data. This score says when an
 answer is a guess: a picture's novelty is the distance from its penultimate-layer embedding
 (L2-normalised) to the K-th nearest normalised embedding of a training picture (Sun et al.
 2022, "Out-of-distribution detection with deep nearest neighbors"), divided by the distance
@@ -18,7 +18,6 @@ Mahalanobis distance.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from toolkit.errors import RecordError
 from toolkit.paths import atomic_write, inside_problem, read_regular
 from toolkit.runs import FAMILIARITY_NPZ
 from toolkit.scores import predicted_ids
-
-log = logging.getLogger(__name__)
 
 #: The neighbour whose distance is the score: the K-th nearest training picture.
 K_NEIGHBOUR = 10
@@ -107,22 +104,29 @@ def normalise(embeddings: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def kth_neighbour_distance(
+def nearest_distances(
     z: np.ndarray, reference: np.ndarray, k: int, *, skip_self: bool = False, block: int = 1024
 ) -> np.ndarray:
-    """Each row's Euclidean distance to its k-th nearest row of `reference` (its own zero
-    distance not counted with `skip_self`), in blocks of rows to bound memory."""
-    if not len(z):
-        return np.zeros(0)
+    """Each row's Euclidean distances to its k nearest rows of `reference`, nearest first
+    (its own zero distance left out with `skip_self`; fewer columns where `reference` is
+    shorter), in blocks of rows to bound memory. The familiarity score reads the k-th, the
+    label audit's outliers the mean."""
     k = min(k + skip_self, len(reference))
     squared = (reference**2).sum(axis=1)
-    out = np.empty(len(z))
+    out = np.empty((len(z), k - int(skip_self)))
     for start in range(0, len(z), block):
         rows = z[start : start + block]
         d2 = (rows**2).sum(axis=1)[:, None] + squared[None, :] - 2 * rows @ reference.T
-        kth = np.partition(np.maximum(d2, 0), k - 1, axis=1)[:, k - 1]
-        out[start : start + block] = np.sqrt(kth)
+        nearest = np.sort(np.partition(np.maximum(d2, 0), k - 1, axis=1)[:, :k], axis=1)
+        out[start : start + block] = np.sqrt(nearest[:, int(skip_self) :])
     return out
+
+
+def kth_neighbour_distance(z: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Each row's Euclidean distance to its k-th nearest row of `reference`."""
+    if not len(z):
+        return np.zeros(0)
+    return nearest_distances(z, reference, k)[:, -1]
 
 
 def fit_familiarity(
@@ -136,6 +140,9 @@ def fit_familiarity(
     """The score from training embeddings (the reference) and validation embeddings (the
     fence: the K-th neighbour distance `quantile` of them fall at or under)."""
     reference = normalise(train)
+    # an embedding too short to scale (all zeros: a picture that wakes no unit) has no
+    # direction, and the file holds unit rows only
+    reference = reference[np.abs(np.linalg.norm(reference, axis=1) - 1) <= _UNIT_TOLERANCE]
     if len(reference) > MAX_REFERENCE:
         keep = np.random.default_rng(seed).choice(len(reference), MAX_REFERENCE, replace=False)
         reference = reference[np.sort(keep)]
