@@ -172,7 +172,9 @@ def test_a_crash_while_predicting_names_the_file(
 
     read = crashing_for("second.jpg", lambda *args: np.zeros((8, 8, 3), np.uint8))
     monkeypatch.setattr(toolkit.predict, "_read", read)
-    run = SimpleNamespace(spec=SimpleNamespace(crop_faces=False))
+    monkeypatch.setattr(toolkit.predict, "embedding_width", lambda run: 8)
+    monkeypatch.setattr(toolkit.predict, "read_familiarity", lambda folder, width: None)
+    run = SimpleNamespace(spec=SimpleNamespace(crop_faces=False), folder=tmp_path)
     paths = [tmp_path / "first.jpg", tmp_path / "second.jpg"]
     with pytest.raises(RuntimeError, match="boom") as err:
         toolkit.predict.predict_files(tmp_path, paths, run=run)  # type: ignore[arg-type]

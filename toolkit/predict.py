@@ -70,6 +70,7 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
     """Predict every file in `paths` with the run in `folder`; order is kept. Each answer
     says whether the picture is like the training pictures, where the run has the score."""
     run = run or load_run(folder)
+    familiarity = read_familiarity(run.folder, embedding_width(run))  # refused before any work
     scanner = FileScanner(Path("/"), ScanOptions(detect_faces=run.spec.crop_faces))
     arrays: list[np.ndarray] = []
     slots: list[int] = []
@@ -88,7 +89,6 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
             labels=np.zeros(len(arrays), dtype=np.int32),
             paths=[str(paths[i]) for i in slots],
         )
-        familiarity = read_familiarity(run.folder, embedding_width(run))  # refused if broken
         ids, confidences = predicted_classes(predict_proba(run, batch))
         novelty: list[float | None] = [None] * len(slots)
         familiar: list[bool | None] = [None] * len(slots)
