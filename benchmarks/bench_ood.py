@@ -165,7 +165,7 @@ def measure(loso: Path, name: str, cache: Path, jobs: int | None = None) -> dict
     """Every candidate's figures on one leave-one-source-out run."""
     from toolkit.manifest import ACCEPTED, read_manifest
     from toolkit.runs import load_run
-    from toolkit.scores import predicted_ids
+    from toolkit.scores import predicted_classes, predicted_ids
 
     folder = loso / name
     held_out = name.split("-")[0]
@@ -203,8 +203,7 @@ def measure(loso: Path, name: str, cache: Path, jobs: int | None = None) -> dict
 
         def score(part: dict[str, Any], scorer: Any = scorer) -> np.ndarray:
             if scorer is None:  # the model's own doubt: 1 - the probability of its answer
-                p = part["proba"]
-                return 1 - np.maximum(p, 1 - p)
+                return 1 - predicted_classes(part["proba"])[1]
             return np.asarray(scorer(part["embeddings"]))
 
         fence = (
@@ -216,7 +215,7 @@ def measure(loso: Path, name: str, cache: Path, jobs: int | None = None) -> dict
         for key in ("test", "source", "fer_test"):
             part = parts[key]
             right = predicted_ids(part["proba"]) == part["labels"]
-            sure = np.maximum(part["proba"], 1 - part["proba"]) >= CONFIDENT
+            sure = predicted_classes(part["proba"])[1] >= CONFIDENT
             found[key] = judge(score(part), fence, right, part["has_face"].astype(bool), sure)
         found["seconds"] = time.perf_counter() - started
         out[method] = found
