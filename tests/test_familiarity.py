@@ -144,7 +144,7 @@ def test_a_score_fitted_on_degenerate_embeddings_reads_back(tmp_path: Path, leng
 
 
 def test_a_fit_with_no_usable_training_embedding_is_refused() -> None:
-    with pytest.raises(ValueError, match="training and validation embeddings"):
+    with pytest.raises(ValueError, match="training embeddings that are not all zeros"):
         fit_familiarity(np.zeros((5, WIDTH)), _blob(10, 1), k=5)
 
 
@@ -425,3 +425,18 @@ def test_embeddings_that_are_not_finite_skip_the_score_and_predict_says_why(
     capsys.readouterr()
     assert main(["predict", str(run), str(image)]) == 0
     assert "familiarity: unavailable: the network's embeddings hold NaN" in capsys.readouterr().err
+
+
+def test_a_network_that_embeds_every_picture_as_zeros_still_finishes_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every unit dead: no embedding has a direction, so there is nothing to be familiar with
+    import toolkit.train
+
+    real_embed = toolkit.train.embed
+    monkeypatch.setattr(toolkit.train, "embed", lambda r, part: 0 * real_embed(r, part))
+    run = _train_quickly(tmp_path, "--no-audit")
+    assert not (run / FAMILIARITY_NPZ).exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "training embeddings" in metrics["familiarity"]["unavailable"]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"

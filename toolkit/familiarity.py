@@ -147,7 +147,10 @@ def fit_familiarity(
         keep = np.random.default_rng(seed).choice(len(reference), MAX_REFERENCE, replace=False)
         reference = reference[np.sort(keep)]
     if not len(reference) or not len(validation):
-        raise ValueError("the familiarity score needs training and validation embeddings")
+        raise ValueError(
+            "the familiarity score needs training embeddings that are not all zeros, and "
+            "validation embeddings"
+        )
     k = max(1, min(k, len(reference)))
     distance = kth_neighbour_distance(normalise(validation), reference, k)
     threshold = float(np.quantile(distance, quantile, method="higher"))

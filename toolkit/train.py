@@ -518,12 +518,20 @@ def fit_run_familiarity(
     """Fit the familiarity score on the train and validation embeddings, write it into the
     run folder, record it in run.json; metrics.json's `familiarity`: accuracy on the scored
     split's familiar and unfamiliar pictures (or why the score is unavailable)."""
+    why = None
     if not all(np.isfinite(e).all() for e in embeddings.values()):
-        (folder / FAMILIARITY_NPZ).unlink(missing_ok=True)  # no earlier fit stays
         why = "the network's embeddings hold NaN or infinity: no familiarity score"
+    else:
+        try:
+            score = fit_familiarity(
+                embeddings["train"], embeddings["validation"], seed=plan.options.seed
+            )
+        except ValueError as exc:  # every unit dead: no embedding has a direction
+            why = str(exc)
+    if why is not None:
+        (folder / FAMILIARITY_NPZ).unlink(missing_ok=True)  # no earlier fit stays
         record["familiarity"] = {"skipped": why}
         return {"unavailable": why}
-    score = fit_familiarity(embeddings["train"], embeddings["validation"], seed=plan.options.seed)
     write_familiarity(folder, score)
     record["familiarity"] = score.record()
     novelty = score.novelty(embeddings[scored_split])
