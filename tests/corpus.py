@@ -10,6 +10,8 @@ real to compare.
 - ``write_clean_folder``: a clean two-class folder of distinct JPEGs.
 - ``write_hostile_folder``: one folder holding every hostile case in ``HOSTILE_CASES``.
 - ``write_single_class_folder``: a root with only ``happy/``.
+- ``write_flipped_folder``: bright happy and dark sad squares, a few filed under the other
+  class (the label audit's known answers).
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ __all__ = [
     "BOMB_SIDE_PX",
     "EXIF_ORIENTATION_TAG",
     "HOSTILE_CASES",
+    "N_FLIPPED",
+    "N_PER_CLASS",
     "HostileCorpus",
     "encode_image",
     "make_image",
     "min_exact_bytes",
     "write_clean_folder",
+    "write_flipped_folder",
     "write_hostile_folder",
     "write_image",
     "write_image_of_exact_bytes",
@@ -690,3 +695,25 @@ def write_hostile_folder(root: Path, seed: int = 0) -> HostileCorpus:
             cases.update(made)
     skipped.update(w.notes)
     return HostileCorpus(root=root, cases=cases, skipped=skipped, clean=clean)
+
+
+N_PER_CLASS = 20
+#: Files written into the other class's folder: the audit must find them.
+N_FLIPPED = 2
+
+
+def write_flipped_folder(root: Path) -> list[str]:
+    """Bright happy, dark sad images; N_FLIPPED of each class filed under the other.
+    Returns the flipped files' paths."""
+    rng = np.random.default_rng(0)
+    flipped = []
+    for name, level, other in (("happy", 200, "sad"), ("sad", 50, "happy")):
+        for i in range(N_PER_CLASS + N_FLIPPED):
+            pixels = np.clip(rng.normal(level, 25, size=(8, 8, 3)), 0, 255).astype(np.uint8)
+            img = Image.fromarray(pixels).resize((32, 32), Image.Resampling.BICUBIC)
+            folder = name if i < N_PER_CLASS else other
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            img.save(root / folder / f"{name}_{i:03d}.png")
+            if i >= N_PER_CLASS:
+                flipped.append(f"{folder}/{name}_{i:03d}.png")
+    return flipped

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.report.training",),  # training plots
     ("toolkit.audit",),  # the label audit: out-of-sample probabilities, confident learning
     ("toolkit.train",),
+    ("toolkit.crossfit",),  # the thorough audit: k networks, each scoring what it never saw
     ("toolkit.evaluate",),
     ("toolkit.predict",),
     ("toolkit.export",),  # a run's model for serving without the toolkit

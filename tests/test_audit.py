@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_PROFILE, snapshot
+from corpus import N_FLIPPED, N_PER_CLASS, write_flipped_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 import toolkit.audit as audit_module
 from toolkit.audit import (
@@ -206,27 +206,6 @@ def test_no_files_no_fence() -> None:
 
 
 # ----------------------------------------------------------------------------- end to end
-
-N_PER_CLASS = 20
-#: Files written into the other class's folder: the audit must find them.
-N_FLIPPED = 2
-
-
-def write_flipped_folder(root: Path) -> list[str]:
-    """Bright happy, dark sad images; N_FLIPPED of each class filed under the other.
-    Returns the flipped files' paths."""
-    rng = np.random.default_rng(0)
-    flipped = []
-    for name, level, other in (("happy", 200, "sad"), ("sad", 50, "happy")):
-        for i in range(N_PER_CLASS + N_FLIPPED):
-            pixels = np.clip(rng.normal(level, 25, size=(8, 8, 3)), 0, 255).astype(np.uint8)
-            img = Image.fromarray(pixels).resize((32, 32), Image.Resampling.BICUBIC)
-            folder = name if i < N_PER_CLASS else other
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            img.save(root / folder / f"{name}_{i:03d}.png")
-            if i >= N_PER_CLASS:
-                flipped.append(f"{folder}/{name}_{i:03d}.png")
-    return flipped
 
 
 @pytest.fixture(scope="module")

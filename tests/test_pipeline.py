@@ -19,6 +19,7 @@ from toolkit.pipeline import (
     check_ratios,
     class_names,
     decode_rows,
+    fold_manifest,
     load_image,
     make_dataset,
     member_path,
@@ -121,6 +122,44 @@ def test_bad_split_ratios_are_refused(ratios: tuple[float, ...]) -> None:
 def test_a_zero_test_share_is_allowed() -> None:
     split = split_manifest(_rows({"happy": 10, "sad": 10}), (0.8, 0.2, 0.0))
     assert "test" not in set(split["split"])
+
+
+# ----------------------------------------------------------------------------- the audit's folds
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5])
+def test_folds_share_each_class_equally(folds: int) -> None:
+    rows = _rows({"happy": 61, "sad": 29})
+    fold = fold_manifest(rows, folds)
+    for label in ("happy", "sad"):
+        sizes = np.bincount(fold[(rows["label"] == label).to_numpy()], minlength=folds)
+        assert sizes.max() - sizes.min() <= 1, sizes
+
+
+def test_copies_share_a_fold_and_rows_not_accepted_have_none() -> None:
+    rows = _rows({"happy": 40, "sad": 40})
+    rows.loc[0:4, "sha256"] = rows.loc[0, "sha256"]
+    base = int(rows.loc[10, "phash"], 16)
+    rows.loc[11, "phash"] = f"{base ^ 0b101:016x}"
+    rows.loc[[20, 50], "status"] = "rejected"
+    fold = fold_manifest(rows, 3, max_phash_distance=4)
+    assert len(set(fold[0:5])) == 1 and fold[10] == fold[11]
+    assert fold[20] == fold[50] == -1 and (np.delete(fold, [20, 50]) >= 0).all()
+
+
+def test_folds_depend_on_seed_and_content_not_on_row_order() -> None:
+    rows = _rows({"happy": 30, "sad": 30})
+    first = pd.Series(fold_manifest(rows, 3, seed=1), index=rows["path"])
+    shuffled_rows = rows.sample(frac=1, random_state=7)
+    shuffled = pd.Series(fold_manifest(shuffled_rows, 3, seed=1), index=shuffled_rows["path"])
+    assert shuffled.sort_index().equals(first.sort_index())
+    assert not pd.Series(fold_manifest(rows, 3, seed=2), index=rows["path"]).equals(first)
+
+
+def test_no_accepted_rows_no_folds() -> None:
+    rows = _rows({"happy": 3})
+    rows["status"] = "rejected"
+    assert (fold_manifest(rows, 2) == -1).all()
 
 
 # ----------------------------------------------------------------------------- paths

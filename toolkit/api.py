@@ -197,10 +197,18 @@ def train_folder(
     )
 
 
-def audit_run(run: Folder, *, jobs: int | None = None, progress: bool = False) -> AuditResult:
+def audit_run(
+    run: Folder, *, networks: int | None = None, jobs: int | None = None, progress: bool = False
+) -> AuditResult:
     """Rank every accepted file of the run folder `run` by how likely its label is wrong, as
     `toolkit audit` does: label_issues.csv (the flagged files, most suspect first) and
-    label_issues.png are written into the run folder. Returns the ranking and the flags."""
+    label_issues.png are written into the run folder. Returns the ranking and the flags.
+    `networks`: train that many networks with the run's recipe, each scoring the files it
+    never saw (`toolkit audit --networks`), instead of the regression on the embeddings."""
+    if networks is not None:
+        from toolkit.crossfit import audit_with_networks
+
+        return audit_with_networks(Path(run), networks, jobs=jobs, progress=progress)
     from toolkit.audit import audit_run as audit
 
     return audit(Path(run), jobs=jobs, progress=progress)

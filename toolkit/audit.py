@@ -73,6 +73,15 @@ ISSUE_COLUMNS = ("path", "root", "split", "given_label", "suggested_label", "sco
 #: outliers.csv's columns; `score` is the file's mean distance to its nearest neighbours in
 #: the other folds, in multiples of the median such distance (see `outlier_scores`).
 OUTLIER_COLUMNS = ("path", "root", "split", "given_label", "score")
+#: run.json's `audit.method` for each source of out-of-sample probabilities.
+EMBEDDINGS_METHOD = (
+    "confident learning (prune by noise rate) on k-fold logistic regression of the network's "
+    "penultimate-layer embeddings"
+)
+NETWORKS_METHOD = (
+    "confident learning (prune by noise rate) on the probabilities of k networks trained with "
+    "the run's recipe, each scoring the fold of files it never trained on"
+)
 #: Neighbours an outlier's distance is averaged over.
 N_NEIGHBOURS = 10
 #: Files of the other folds whose neighbour distances set the typical one (a sample bounds
@@ -307,6 +316,8 @@ class AuditResult:
     why_not: str | None = None  # set when nothing could be audited
     proba: np.ndarray | None = None  # (n, k) the out-of-sample probabilities, scored's order
     outliers: pd.DataFrame | None = None  # files far from every class, the farthest first
+    method: str = EMBEDDINGS_METHOD
+    networks: dict[str, Any] | None = None  # run.json's record of the cross-fitted networks
 
     def record(self) -> dict[str, Any]:
         """run.json's `audit`: what label_issues.csv is and how it was made."""
@@ -321,8 +332,8 @@ class AuditResult:
                 f"{N_NEIGHBOURS} nearest files of the other folds",
             },
             "folds": self.folds,
-            "method": "confident learning (prune by noise rate) on k-fold logistic regression "
-            "of the network's penultimate-layer embeddings",
+            "method": self.method,
+            **({"networks": self.networks} if self.networks else {}),
             **({"skipped": self.why_not} if self.why_not else {}),
         }
 
@@ -335,10 +346,13 @@ def audit_decoded(
     seed: int = 0,
     folds: int = N_FOLDS,
     embeddings: Mapping[str, np.ndarray] | None = None,
+    given_proba: OutOfSample | None = None,
 ) -> AuditResult:
     """Audit the decoded splits of a run's manifest; write label_issues.csv and the gallery
     into the run folder. `decoded[split]` holds that split's accepted rows, as decoded;
-    `embeddings[split]` their embeddings where the caller has them (`embed` otherwise)."""
+    `embeddings[split]` their embeddings where the caller has them (`embed` otherwise).
+    `given_proba`: each file's out-of-sample probabilities from elsewhere (networks that
+    never trained on it), instead of the regression on the embeddings."""
     frames, images, parts = [], [], []
     for split in SPLITS:
         part = decoded.get(split)
@@ -347,8 +361,7 @@ def audit_decoded(
         rows = manifest[manifest["split"] == split]
         kept = rows.iloc[part.kept] if part.kept is not None else rows
         root = str(manifest.attrs.get("root") or ".")
-        roots = kept["root"].astype(str) if "root" in kept.columns else [root] * len(kept)
-        roots = _reals(roots)  # the CSV means the same from any working folder
+        roots = file_roots(kept, root)
         frames.append(
             pd.DataFrame(
                 {
@@ -381,7 +394,10 @@ def audit_decoded(
         for png in (LABEL_ISSUES_PNG, OUTLIERS_PNG):
             (run.folder / png).unlink(missing_ok=True)
         return result
-    proba = cross_fit_proba(features, labels, folds=k, seed=seed)
+    if given_proba is None:
+        proba = cross_fit_proba(features, labels, folds=k, seed=seed)
+    else:
+        proba = given_proba.lookup(scored["root"], scored["path"], len(run.labels))
     verdict = find_label_issues(labels, proba)
     names = np.asarray(run.labels, dtype=object)
     scored = scored.assign(
@@ -413,7 +429,41 @@ def audit_decoded(
         f"outliers: files far from every class ({OUTLIERS_CSV} has all {len(outliers)})",
     )
     scored = scored.drop(columns="label_id").assign(outlier_score=distance.round(3))
-    return AuditResult(run.folder, run.labels, scored, issues, k, proba=proba, outliers=outliers)
+    folds_used = k if given_proba is None else given_proba.folds
+    return AuditResult(
+        run.folder, run.labels, scored, issues, folds_used, proba=proba, outliers=outliers,
+        method=EMBEDDINGS_METHOD if given_proba is None else NETWORKS_METHOD,
+        networks=None if given_proba is None else given_proba.record,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OutOfSample:
+    """Probabilities made elsewhere, keyed by (real root, path): `folds` models, each scoring
+    the files it never trained on; `record` says in run.json how they were made."""
+
+    proba: Mapping[tuple[str, str], np.ndarray]
+    folds: int
+    record: dict[str, Any]
+
+    def lookup(self, roots: Sequence[str], paths: Sequence[str], n_classes: int) -> np.ndarray:
+        """(n, n_classes) probabilities of these files; RecordError where one was not scored."""
+        out = np.zeros((len(paths), n_classes))
+        for i, key in enumerate(zip(map(str, roots), map(str, paths), strict=True)):
+            found = self.proba.get(key)
+            if found is None or len(found) != n_classes:
+                raise RecordError(
+                    Path(key[0]) / key[1], "audit", "no cross-fitted network scored this file"
+                )
+            out[i] = found
+        return out
+
+
+def file_roots(rows: pd.DataFrame, default_root: str) -> list[str]:
+    """The real path of the data folder each manifest row's path is relative to (its `root`
+    column, else the manifest's root): label_issues.csv means the same from any folder."""
+    roots = rows["root"].astype(str) if "root" in rows.columns else [default_root] * len(rows)
+    return _reals(roots)
 
 
 def _issue_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -454,10 +504,17 @@ def write_label_issues(folder: Path, issues: pd.DataFrame) -> Path:
 
 
 def audit_run(
-    folder: Path, *, jobs: int | None = None, progress: bool = False, folds: int = N_FOLDS
+    folder: Path,
+    *,
+    jobs: int | None = None,
+    progress: bool = False,
+    folds: int = N_FOLDS,
+    given_proba: OutOfSample | None = None,
 ) -> AuditResult:
     """`toolkit audit RUN`: decode the run's accepted files as training did, audit them,
-    write label_issues.csv and the gallery, and record the audit in run.json."""
+    write label_issues.csv and the gallery, and record the audit in run.json.
+    `given_proba`: out-of-sample probabilities from networks that never saw each file
+    (`toolkit.crossfit`), instead of the regression on this run's embeddings."""
     from toolkit.profiles import load_profile
 
     folder = Path(folder)
@@ -481,7 +538,7 @@ def audit_run(
         for split in SPLITS
     }
     seed = int(run.config.get("options", {}).get("seed", 0) or 0)
-    result = audit_decoded(run, accepted, decoded, seed=seed, folds=folds)
+    result = audit_decoded(run, accepted, decoded, seed=seed, folds=folds, given_proba=given_proba)
     config = read_run_config(folder)
     config["audit"] = result.record()
     atomic_write_json(folder / RUN_JSON, config)

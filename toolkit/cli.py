@@ -303,6 +303,15 @@ def train(
 @app.command()
 def audit(
     run: Annotated[Path, typer.Argument(help="A run folder written by `toolkit train`.")],
+    networks: Annotated[
+        int | None,
+        typer.Option(
+            help="Train K networks with the run's recipe, each scoring the files it never "
+            "saw (about K-1 trainings; kept in RUN/cross-fit/, an interrupted audit resumes) "
+            "[default: seconds, from the run's own embeddings].",
+            metavar="K",
+        ),
+    ] = None,
     jobs: JobsOpt = None,
 ) -> None:
     """Rank every accepted file of RUN by how likely its label is wrong (confident learning
@@ -312,11 +321,23 @@ def audit(
     """
     from toolkit.runs import check_run_folder
 
-    check_run_folder(run)  # a wrong run folder is refused before TensorFlow starts
-    _start_tensorflow()
-    from toolkit.audit import audit_run
+    if networks is not None:
+        from toolkit.crossfit import check_networks
 
-    _echo_audit(audit_run(run, jobs=jobs, progress=True))
+        check_networks(networks)  # refused before TensorFlow starts, as a wrong folder is
+    check_run_folder(run)
+    _start_tensorflow()
+    if networks is None:
+        from toolkit.audit import audit_run
+
+        _echo_audit(audit_run(run, jobs=jobs, progress=True))
+        return
+    from toolkit.crossfit import audit_with_networks
+
+    def on_network(i: int, k: int, n_train: int, n_held: int) -> None:
+        _say(f"network {i} of {k}: trains on {n_train:,} files, scores the other {n_held:,}")
+
+    _echo_audit(audit_with_networks(run, networks, jobs=jobs, progress=True, on_network=on_network))
 
 
 @app.command()

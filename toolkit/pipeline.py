@@ -94,14 +94,52 @@ def split_manifest(
     accepted = frame[frame["status"] == ACCEPTED]
     if accepted.empty:
         return frame
-    groups = content_groups(accepted.reset_index(drop=True), max_phash_distance)
-    group = pd.Series(groups.to_numpy(), index=accepted.index)
+    share = deal_groups(accepted, ratios, seed=seed, max_phash_distance=max_phash_distance)
+    frame.loc[accepted.index, "split"] = pd.Series(
+        np.asarray(SPLITS, dtype=object)[share], index=accepted.index, dtype="string"
+    )
+    return frame
+
+
+def fold_manifest(
+    manifest: pd.DataFrame,
+    folds: int,
+    *,
+    seed: int = 0,
+    max_phash_distance: int | None = NEAR_PHASH_DISTANCE,
+) -> np.ndarray:
+    """Each accepted row's fold, 0 to `folds` - 1 (-1 for the other rows): equal shares,
+    stratified by class and grouped by content as `split_manifest` deals its splits, so a
+    file and its copies are always in the same fold."""
+    out = np.full(len(manifest), -1, dtype=np.int64)
+    is_accepted = (manifest["status"] == ACCEPTED).to_numpy()
+    if is_accepted.any():
+        out[is_accepted] = deal_groups(
+            manifest[is_accepted],
+            [1.0 / folds] * folds,
+            seed=seed,
+            max_phash_distance=max_phash_distance,
+        )
+    return out
+
+
+def deal_groups(
+    rows: pd.DataFrame,
+    shares: Sequence[float],
+    *,
+    seed: int = 0,
+    max_phash_distance: int | None = NEAR_PHASH_DISTANCE,
+) -> np.ndarray:
+    """Each row's share (an index into `shares`): groups of the same content (sha256, or
+    perceptual hashes within `max_phash_distance` bits) are dealt whole, class by class, in
+    an order set by the seed and their hashes alone, each to the share furthest below its
+    target (ties: the first)."""
+    groups = content_groups(rows.reset_index(drop=True), max_phash_distance)
+    group = pd.Series(groups.to_numpy(), index=rows.index)
     alone = group.isna()
     group[alone] = -1 - np.arange(int(alone.sum()))  # rows without a hash stand alone
-    keys = accepted["sha256"].fillna(accepted["path"])
-    members = pd.DataFrame(
-        {"group": group.astype("int64"), "label": accepted["label"], "key": keys}
-    )
+    keys = rows["sha256"].fillna(rows["path"])
+    members = pd.DataFrame({"group": group.astype("int64"), "label": rows["label"], "key": keys})
     per_group = members.groupby("group").agg(
         label=("label", lambda s: s.value_counts().index[0]),
         key=("key", "min"),
@@ -110,24 +148,23 @@ def split_manifest(
     per_group["order"] = [
         hashlib.sha256(f"{seed}:{k}".encode()).hexdigest() for k in per_group["key"]
     ]
-    assignment: dict[int, str] = {}
+    assignment: dict[int, int] = {}
     for _, block in per_group.sort_values("order").groupby("label", sort=True):
-        targets = _targets(int(block["n"].sum()), ratios)
-        filled = [0, 0, 0]
+        targets = _targets(int(block["n"].sum()), shares)
+        filled = [0] * len(shares)
         for gid, n in zip(block.index, block["n"], strict=True):
-            # the split furthest below its target takes the group (ties: train first)
-            i = max(range(3), key=lambda s: (targets[s] - filled[s], -s))
+            # the share furthest below its target takes the group (ties: the first)
+            i = max(range(len(shares)), key=lambda s: (targets[s] - filled[s], -s))
             filled[i] += int(n)
-            assignment[int(gid)] = SPLITS[i]
-    frame.loc[accepted.index, "split"] = members["group"].map(assignment).astype("string")
-    return frame
+            assignment[int(gid)] = i
+    return members["group"].map(assignment).to_numpy(dtype=np.int64)
 
 
-def _targets(n: int, ratios: tuple[float, float, float]) -> list[int]:
-    """Files per split for n files: largest remainders, so they sum to n."""
+def _targets(n: int, ratios: Sequence[float]) -> list[int]:
+    """Files per share for n files: largest remainders, so they sum to n."""
     raw = [n * r for r in ratios]
     out = [math.floor(x) for x in raw]
-    for i in sorted(range(3), key=lambda i: raw[i] - out[i], reverse=True)[: n - sum(out)]:
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[: n - sum(out)]:
         out[i] += 1
     return out
 

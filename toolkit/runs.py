@@ -60,6 +60,9 @@ LABEL_ISSUES_PNG = "label_issues.png"
 #: Files far from every class in the same embeddings (not faces, logos, collages), a gallery.
 OUTLIERS_CSV = "outliers.csv"
 OUTLIERS_PNG = "outliers.png"
+#: The networks `toolkit audit --networks K` trains, one run folder each (fold-1 ... fold-K):
+#: kept, so an interrupted audit resumes and each network can be looked at.
+CROSS_FIT = "cross-fit"
 #: The familiarity score: normalised training embeddings and the fence (toolkit.familiarity).
 FAMILIARITY_NPZ = "familiarity.npz"
 

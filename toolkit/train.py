@@ -337,7 +337,7 @@ def plan_run(
     refuse_exclude_on_resume(resume, exclude)
     if resume:
         config, manifest = _resume_state(out)
-        options = _resumed_options(config, out / RUN_JSON)
+        options = recorded_options(config, out / RUN_JSON)
     worker = read_worker(options.strategy)
     excluded = None
     if not resume:
@@ -355,7 +355,7 @@ def plan_run(
             manifest,
             options.ratios,
             seed=options.seed,
-            max_phash_distance=_near_distance(profile),
+            max_phash_distance=near_distance(profile),
         )
     assert manifest is not None  # read back on resume, checked above otherwise
     recipe = get_recipe(options.model)
@@ -599,7 +599,7 @@ def _profile_record(profile: Profile | None, specs: Sequence[str] | None) -> dic
     return record
 
 
-def _near_distance(profile: Profile | None) -> int:
+def near_distance(profile: Profile | None) -> int:
     """Near duplicates stay together in one split, at the profile's `near_duplicate` distance
     (the rule's default where the profile has none)."""
     near = [r for r in (profile.rules if profile else ()) if isinstance(r, NearDuplicate)]
@@ -617,7 +617,7 @@ def _resume_state(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     return config, manifest
 
 
-def _resumed_options(config: dict[str, Any], path: Path) -> TrainOptions:
+def recorded_options(config: dict[str, Any], path: Path) -> TrainOptions:
     """The options run.json recorded, each checked: an edited record is refused (exit 2)."""
     options = config.get("options")
     names = {f.name for f in fields(TrainOptions)}
