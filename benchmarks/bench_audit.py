@@ -8,9 +8,15 @@ Full run: FER2013 train (a per-class sample, see AUDIT_FULL); quick run: the gen
 set. For a one-off measurement outside pytest:
 
     python benchmarks/bench_audit.py --data ../shared/datasets/fer2013/train \\
-        --profile small-faces --per-class 3000 --epochs 16
+        --profile small-faces --per-class 3000 --epochs 16 [--manifest M --keep RUN]
 
-and then, to train again without the files that run's audit flagged and score both runs on
+to audit that kept run again with K networks, each scoring the files it never trained on
+(`toolkit audit --networks K`; about K - 1 more trainings):
+
+    python -m benchmarks.bench_audit --data ../shared/datasets/fer2013/train \
+        --profile small-faces --manifest M --keep RUN --networks 4
+
+and, to train again without the files that run's audit flagged and score both runs on
 the true labels of other validated sets (manifest folders, as `toolkit validate --out`
 writes them):
 
@@ -142,8 +148,17 @@ def measure(manifest: pd.DataFrame, profile: str, plan: AuditPlan, out: Path) ->
     options = TrainOptions(model=plan.model, epochs=plan.epochs, image_size=plan.image_size)
     result = train_model(noisy, out, options, profile=load_profile(profile))
     seconds = time.perf_counter() - started
-    audit = result.audit
-    assert audit is not None and audit.proba is not None, "the audit did not run"
+    assert result.audit is not None, "the audit did not run"
+    return Outcome(
+        **judged(result.audit, flipped),
+        test_accuracy=float(result.metrics["accuracy"]),
+        train_seconds=round(seconds, 1),
+    )
+
+
+def judged(audit: Any, flipped: set[str]) -> dict[str, Any]:
+    """An audit's flags against the flipped paths, and cleanlab's on the same probabilities."""
+    assert audit.proba is not None, "the audit ranked nothing"
     scored = audit.scored
     is_flip = scored["path"].isin(flipped).to_numpy()
     flagged = scored["is_issue"].to_numpy(dtype=bool)
@@ -155,8 +170,6 @@ def measure(manifest: pd.DataFrame, profile: str, plan: AuditPlan, out: Path) ->
         precision=_share(flagged & is_flip, flagged),
         recall=_share(flagged & is_flip, is_flip),
         ranked_precision=float(is_flip[order].mean()) if len(order) else 0.0,
-        test_accuracy=float(result.metrics["accuracy"]),
-        train_seconds=round(seconds, 1),
     )
     theirs = cleanlab_flags(scored, audit.labels, audit.proba)
     if theirs is not None:
@@ -165,7 +178,21 @@ def measure(manifest: pd.DataFrame, profile: str, plan: AuditPlan, out: Path) ->
             cleanlab_recall=_share(theirs & is_flip, is_flip),
             cleanlab_same_files=bool((theirs == flagged).all()),
         )
-    return Outcome(**outcome)
+    return outcome
+
+
+def measure_networks(
+    manifest: pd.DataFrame, plan: AuditPlan, noisy_run: Path, networks: int
+) -> dict[str, Any]:
+    """Audit a kept noisy run again with `networks` cross-fitted networks (`toolkit audit
+    --networks`), judged against the same flips."""
+    from toolkit.crossfit import audit_with_networks
+    from toolkit.train import merge_manifests
+
+    _, flipped = flip_labels(merge_manifests([sample(manifest, plan.per_class)]))
+    started = time.perf_counter()
+    audit = audit_with_networks(noisy_run, networks)
+    return {**judged(audit, flipped), "audit_seconds": round(time.perf_counter() - started, 1)}
 
 
 def retrain_without_flags(
@@ -266,6 +293,29 @@ def test_the_audit_finds_flipped_labels(
     assert recall.passed, f"recall {outcome.recall:.3f}"
 
 
+def test_networks_that_never_saw_a_file_find_flipped_labels(
+    plan: Any, results: Any, judge: Any, tmp_path: Path
+) -> None:
+    """The same flips audited again by three cross-fitted networks (`toolkit audit
+    --networks 3`), on the quick run's generated squares; on FER2013 a one-off (docstring)."""
+    from toolkit.check import check_folder
+
+    if not plan.quick:
+        pytest.skip("the full measurement is a one-off (module docstring): three more trainings")
+    root = write_learnable_folder(tmp_path / "data")
+    profile = tmp_path / "bench-audit.toml"
+    profile.write_text(QUICK_PROFILE, encoding="utf-8")
+    manifest = check_folder(root, str(profile)).manifest
+    measure(manifest, str(profile), AUDIT_QUICK, tmp_path / "noisy")
+    got = measure_networks(manifest, AUDIT_QUICK, tmp_path / "noisy", 3)
+    where = "generated bright/dark squares, 10% flipped, 3 networks"
+    results.add("audit", "networks' audit", got["audit_seconds"], "s", where)
+    precision = judge("audit_networks_precision", got["precision"], "flagged files flipped", where)
+    recall = judge("audit_networks_recall", got["recall"], "flipped files flagged", where)
+    assert precision.passed, f"precision {got['precision']:.3f}"
+    assert recall.passed, f"recall {got['recall']:.3f}"
+
+
 def test_training_again_without_the_flagged_files(plan: Any, results: Any, tmp_path: Path) -> None:
     """The issue's last step, on the quick run's generated squares: train on the noisy
     labels, then again without the flagged files; both are scored on the true labels."""
@@ -315,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         help="A kept noisy run: train again without its flagged files, score both.",
     )
     parser.add_argument(
+        "--networks",
+        type=int,
+        help="With --keep naming a kept noisy run: audit it again with this many "
+        "cross-fitted networks (toolkit audit --networks), judged against the same flips.",
+    )
+    parser.add_argument(
         "--score-on",
         type=Path,
         action="append",
@@ -341,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         seconds = retrain_without_flags(manifest, args.profile, plan, args.retrain_from, args.keep)
         runs = {"noisy labels": args.retrain_from, "flagged files left out": args.keep}
         report = {"retrain_seconds": seconds, "scores": scored_on(runs, args.score_on)}
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.networks is not None:
+        if args.keep is None or not args.keep.is_dir():
+            parser.error("--networks needs --keep: the kept noisy run to audit again")
+        report = measure_networks(manifest, plan, args.keep, args.networks)
         print(json.dumps(report, indent=2))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:

@@ -94,6 +94,9 @@ LIMITS: dict[str, Limit] = {
     # flipped, and flipped files flagged (a share, not a ratio of times)
     "audit_precision": Limit("floor", 0.8, 0.8),
     "audit_recall": Limit("floor", 0.8, 0.8),
+    # the same, audited by cross-fitted networks (`toolkit audit --networks`)
+    "audit_networks_precision": Limit("floor", 0.8, 0.8),
+    "audit_networks_recall": Limit("floor", 0.8, 0.8),
     # each image-quality rule's precision and recall on known corruptions of good photos
     # (shares, not times: the quick run's generated photos are held to them too)
     "quality_precision": Limit("floor", 0.9, 0.9),
