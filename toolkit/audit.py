@@ -5,7 +5,8 @@ label: the run's network turns every accepted file (train, validation and test s
 its penultimate-layer embedding, and a logistic regression fitted on the other folds of a
 k-fold split scores each file (seconds, instead of k trainings of the network). The network
 itself did see the training files, so the probabilities are out of sample for the logistic
-regression only.
+regression only. `toolkit.crossfit` gives probabilities from networks that never saw each
+file instead (`OutOfSample`), at the cost of more trainings.
 
 Confident learning (Northcutt et al., 2021), written here in numpy, turns those probabilities
 into findings: each class's threshold is the mean probability its own files get; a file
