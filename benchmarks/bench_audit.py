@@ -221,11 +221,11 @@ def retrain_without_flags(
 def scored_on(runs: dict[str, Path], manifests: list[Path]) -> dict[str, dict[str, Any]]:
     """Each run's accuracy and ECE on each validated manifest folder's accepted files (the
     labels on disk: the truth, not the flips), as the leave-one-source-out folds score."""
-    from benchmarks.loso import _accepted, score
+    from benchmarks.loso import accepted_rows, score
 
     out: dict[str, dict[str, Any]] = {}
     for folder in manifests:
-        rows = _accepted(folder)
+        rows = accepted_rows(folder)
         for name, run in runs.items():
             got = score(run, rows)
             out.setdefault(folder.name, {})[name] = {

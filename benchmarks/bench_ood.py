@@ -38,15 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.loso import (
-    FER_TEST,
-    SCORED_PROFILE,
-    TEST_PROFILES,
-    _accepted,
-    _key,
-    drop_seen,
-    make_folds,
-)
+from benchmarks.loso import make_folds, scored_rows
 from toolkit.familiarity import (
     FAMILIAR_QUANTILE,
     fit_familiarity,
@@ -152,15 +144,6 @@ def _embedded(
     return found
 
 
-def _manifest(loso: Path, name: str, profile: str) -> Path:
-    """The folder of `name`'s manifest as benchmarks/loso.py validated it; never validated
-    here, so the folds' folder is only read."""
-    folder = loso / "manifests" / _key(name, profile)
-    if not (folder / "manifest.parquet").is_file():
-        raise FileNotFoundError(f"{folder}: no manifest; run benchmarks.loso on {loso} first")
-    return folder
-
-
 def measure(loso: Path, name: str, cache: Path, jobs: int | None = None) -> dict[str, Any]:
     """Every candidate's figures on one leave-one-source-out run."""
     from toolkit.manifest import ACCEPTED, read_manifest
@@ -182,10 +165,7 @@ def measure(loso: Path, name: str, cache: Path, jobs: int | None = None) -> dict
         rows = accepted[accepted["split"] == split]
         target = cache / f"{name}-{split}.npz"
         parts[split] = _embedded(run, rows, target, jobs, proba=split != "train")
-    seen = pd.concat([_accepted(_manifest(loso, n, p)) for n, p in fold.train], ignore_index=True)
-    held = _accepted(_manifest(loso, held_out, SCORED_PROFILE))
-    unseen, _ = drop_seen(held, seen)
-    fer = _accepted(_manifest(loso, FER_TEST, TEST_PROFILES[FER_TEST]))
+    unseen, fer = scored_rows(loso, fold)
     parts["source"] = _embedded(run, unseen, cache / f"{name}-source.npz", jobs)
     parts["fer_test"] = _embedded(run, fer, cache / f"{name}-fer.npz", jobs)
     embed_seconds = time.perf_counter() - started

@@ -186,15 +186,37 @@ def variant_recipe(variant: str) -> str:
     return name
 
 
-def _key(name: str, profile: str) -> str:
+def manifest_key(name: str, profile: str) -> str:
+    """The name of the folder holding `name`'s manifest judged by `profile`."""
     return f"{name.replace('/', '-')}-{Path(profile).stem}"
+
+
+def validated_already(out: Path, name: str, profile: str) -> Path:
+    """The folder of `name`'s manifest as `validated` wrote it into `out`; never validated
+    here, so other benchmarks only read the folds' folder."""
+    folder = out / "manifests" / manifest_key(name, profile)
+    if not (folder / "manifest.parquet").is_file():
+        raise FileNotFoundError(f"{folder}: no manifest; run benchmarks.loso on {out} first")
+    return folder
+
+
+def scored_rows(out: Path, fold: Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What a fold is scored on, from manifests already validated into `out`: the held-out
+    source's accepted rows less its copies of training pictures, and FER2013 test's."""
+    seen = pd.concat(
+        [accepted_rows(validated_already(out, n, p)) for n, p in fold.train], ignore_index=True
+    )
+    held = accepted_rows(validated_already(out, fold.held_out, SCORED_PROFILE))
+    unseen, _ = drop_seen(held, seen)
+    fer = accepted_rows(validated_already(out, FER_TEST, TEST_PROFILES[FER_TEST]))
+    return unseen, fer
 
 
 def validated(out: Path, datasets: Path, name: str, profile: str, jobs: int | None) -> Path:
     """The folder holding `name`'s manifest judged by `profile`, validated on first use."""
     from toolkit.cli import main
 
-    folder = out / "manifests" / _key(name, profile)
+    folder = out / "manifests" / manifest_key(name, profile)
     if not (folder / "manifest.parquet").is_file():
         args = ["validate", str(datasets / name), "--profile", profile, "--out", str(folder)]
         code = main([*args, "--no-html", *(["--jobs", str(jobs)] if jobs else [])])
@@ -203,7 +225,8 @@ def validated(out: Path, datasets: Path, name: str, profile: str, jobs: int | No
     return folder
 
 
-def _accepted(folder: Path) -> pd.DataFrame:
+def accepted_rows(folder: Path) -> pd.DataFrame:
+    """A validated manifest folder's accepted rows, each with its root."""
     from toolkit.manifest import read_manifest
 
     frame = read_manifest(folder)
@@ -287,10 +310,10 @@ def run_fold(
         minutes = (time.perf_counter() - started) / 60
         if code != 0:
             raise RuntimeError(f"toolkit train exited {code} for fold {fold.held_out}")
-    seen = pd.concat([_accepted(m) for m in manifests], ignore_index=True)
-    held = _accepted(validated(out, datasets, fold.held_out, SCORED_PROFILE, jobs))
+    seen = pd.concat([accepted_rows(m) for m in manifests], ignore_index=True)
+    held = accepted_rows(validated(out, datasets, fold.held_out, SCORED_PROFILE, jobs))
     unseen, n_seen = drop_seen(held, seen)
-    fer = _accepted(validated(out, datasets, FER_TEST, TEST_PROFILES[FER_TEST], jobs))
+    fer = accepted_rows(validated(out, datasets, FER_TEST, TEST_PROFILES[FER_TEST], jobs))
     result = {
         "fold": fold.held_out,
         "model": model,

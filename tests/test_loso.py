@@ -241,7 +241,7 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     monkeypatch.setattr(toolkit.cli, "main", fake_train)
     monkeypatch.setattr(loso, "validated", lambda out, datasets, name, *a: out / name)
-    monkeypatch.setattr(loso, "_accepted", lambda folder: rows(["a"], ["0000000000000000"]))
+    monkeypatch.setattr(loso, "accepted_rows", lambda folder: rows(["a"], ["0000000000000000"]))
     monkeypatch.setattr(loso, "score", lambda run, rows, jobs=None: {"n": len(rows)})
     return calls
 
@@ -350,3 +350,36 @@ def test_the_baseline_and_its_unflagged_run_never_share_a_folder(tmp_path) -> No
     baseline = loso.run_fold(fold_, tmp_path, epochs=3, datasets=missing)
     clean = loso.run_fold(fold_, tmp_path, epochs=3, datasets=missing, without_flagged=True)
     assert (baseline["train_minutes"], clean["train_minutes"]) == (9.5, 8)
+
+
+def test_a_fold_is_scored_on_its_source_less_copies_of_training_pictures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [fold] = loso.make_folds(["renotte"])
+    for name, profile in [*fold.train, (fold.held_out, loso.SCORED_PROFILE),
+                          (loso.FER_TEST, loso.TEST_PROFILES[loso.FER_TEST])]:  # fmt: skip
+        folder = tmp_path / "manifests" / loso.manifest_key(name, profile)
+        folder.mkdir(parents=True)
+        (folder / "manifest.parquet").write_bytes(b"")
+    held = rows(["x", "y"], ["0000000000000000", "ffffffffffffffff"])
+    seen = rows(["x"], ["0f0f0f0f0f0f0f0f"])  # the same bytes as the held-out "x"
+    by_folder = {loso.manifest_key(fold.held_out, loso.SCORED_PROFILE): held}
+    monkeypatch.setattr(loso, "accepted_rows", lambda folder: by_folder.get(folder.name, seen))
+    unseen, fer = loso.scored_rows(tmp_path, fold)
+    assert list(unseen["sha256"]) == ["y"]
+    assert list(fer["sha256"]) == ["x"]
+
+
+def test_scoring_a_fold_never_validates_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"run benchmarks\.loso on"):
+        loso.validated_already(tmp_path, "renotte", loso.SCORED_PROFILE)
+
+
+def test_the_temperature_comparison_tells_web_pictures_from_faces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # as -m runs it
+    from benchmarks import loso_temperature
+
+    frame = pd.DataFrame({"root": ["/d/fer2013/train", "/d/renotte", "/d/muxspace"]})
+    assert list(loso_temperature.is_web(frame)) == [False, True, True]
