@@ -123,9 +123,8 @@ def _embedded(
 ) -> dict[str, Any]:
     """Embeddings, calibrated probabilities (unless not `proba`), labels and has-face of
     `rows`, cached."""
-    from toolkit.audit import embed
     from toolkit.pipeline import decode_rows
-    from toolkit.scores import predict_proba
+    from toolkit.scores import embed, predict_proba
 
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:

@@ -440,3 +440,44 @@ def test_a_network_that_embeds_every_picture_as_zeros_still_finishes_its_run(
     metrics = json.loads((run / "metrics.json").read_text())
     assert "training embeddings" in metrics["familiarity"]["unavailable"]
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_predict_and_evaluate_run_the_network_once_for_answers_and_familiarity(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import toolkit.scores as scores
+
+    passes = []
+    real = scores.model_outputs
+
+    def counted(*args: object, **kwargs: object) -> object:
+        passes.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scores, "model_outputs", counted)
+    files = [str(trained["texture"]), str(trained["flat"])]
+    assert main(["predict", str(trained["run"]), *files]) == 0
+    assert len(passes) == 1
+    assert main(["evaluate", str(trained["run"]), str(trained["data"]), "--json"]) == 0
+    assert len(passes) == 2
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_one_pass_gives_the_probabilities_and_embeddings_of_two(
+    trained: dict[str, Path], tta_flip: bool
+) -> None:
+    from toolkit.pipeline import DecodedImages
+    from toolkit.runs import load_run
+    from toolkit.scores import embed, predict_and_embed, predict_proba
+
+    run = load_run(trained["run"])
+    run.config["model"] = {**run.config.get("model", {}), "tta_flip": tta_flip}
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, *run.model.input_shape[1:]), dtype=np.uint8)
+    batch = DecodedImages(images=images, labels=np.zeros(5, np.int32), paths=list("abcde"))
+    proba, embeddings = predict_and_embed(run, batch)
+    np.testing.assert_allclose(proba, predict_proba(run, batch), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embeddings, embed(run, batch), rtol=1e-5, atol=1e-5)
+    empty = DecodedImages(images=images[:0], labels=np.zeros(0, np.int32), paths=[])
+    none, no_rows = predict_and_embed(run, empty)
+    assert none.shape == (0,) and no_rows.shape == (0, embeddings.shape[1])

@@ -58,7 +58,7 @@ from toolkit.runs import (
     load_run,
     read_run_config,
 )
-from toolkit.scores import model_outputs
+from toolkit.scores import embed
 
 log = logging.getLogger(__name__)
 
@@ -283,26 +283,7 @@ def usable_folds(labels: np.ndarray, n_classes: int, folds: int = N_FOLDS) -> in
     return min(folds, smallest) if smallest >= 2 else 0
 
 
-# ----------------------------------------------------------------------------- the model
-
-
-def embedding_width(run: Run) -> int:
-    """How many numbers `embed` gives per image: the width of the classification head's input."""
-    return int(run.model.layers[-1].input.shape[-1])
-
-
-def embed(run: Run, decoded: DecodedImages, batch_size: int = 256) -> np.ndarray:
-    """Each image's penultimate-layer output: what the run's classification head reads,
-    from the same scaled input the model is scored on (`make_dataset`), averaged with the
-    mirror image's where the run scores mirror images too."""
-    import keras
-
-    model = run.model
-    head = model.layers[-1]
-    embedder = keras.Model(model.inputs, head.input)
-    if len(decoded) == 0:
-        return np.zeros((0, embedding_width(run)), dtype=np.float32)
-    return np.asarray(model_outputs(run, embedder, decoded, batch_size), dtype=np.float32)
+# ----------------------------------------------------------------------------- a run's audit
 
 
 @dataclass

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit.audit import embed, embedding_width
 from toolkit.errors import UsageError
 from toolkit.familiarity import (
     Familiarity,
@@ -25,7 +24,13 @@ from toolkit.familiarity import (
 from toolkit.manifest import ACCEPTED
 from toolkit.pipeline import DecodedImages, decode_rows
 from toolkit.runs import Run, load_run
-from toolkit.scores import predict_proba, predicted_ids, score_predictions
+from toolkit.scores import (
+    embedding_width,
+    predict_and_embed,
+    predict_proba,
+    predicted_ids,
+    score_predictions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +52,17 @@ def accuracy_by_face(
 
 
 def score_familiarity(
-    run: Run, familiarity: Familiarity | None, decoded: DecodedImages, proba: np.ndarray
+    run: Run,
+    familiarity: Familiarity | None,
+    decoded: DecodedImages,
+    proba: np.ndarray,
+    embeddings: np.ndarray | None,
 ) -> dict[str, Any]:
     """How many scored pictures are unlike the training pictures, and the accuracy on those
     and on the others; or why the run cannot say (it has no familiarity score)."""
-    if familiarity is None:
+    if familiarity is None or embeddings is None:
         return {"unavailable": why_unavailable(run.config)}
-    novelty = familiarity.novelty(embed(run, decoded))
+    novelty = familiarity.novelty(embeddings)
     return accuracy_by_familiarity(decoded.labels, proba, novelty)
 
 
@@ -94,12 +103,16 @@ def evaluate_run(
     decoded = decode_rows(
         known, run.spec, run.labels, max_pixels=limit, jobs=jobs, progress=progress
     )
-    proba = predict_proba(run, decoded)
+    embeddings = None
+    if familiarity is None:
+        proba = predict_proba(run, decoded)
+    else:  # one pass of the network: the answers, and how familiar each picture is
+        proba, embeddings = predict_and_embed(run, decoded)
     scores = score_predictions(decoded.labels, proba, run.labels)
     if run.spec.crop_faces:
         faces = known["n_faces"].fillna(0).to_numpy() > 0
         scores["by_face"] = accuracy_by_face(decoded.labels, proba, faces[decoded.kept])
-    scores["familiarity"] = score_familiarity(run, familiarity, decoded, proba)
+    scores["familiarity"] = score_familiarity(run, familiarity, decoded, proba, embeddings)
     return {
         "run": str(folder),
         "data": [str(p) for p in data],

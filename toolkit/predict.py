@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit.audit import embed, embedding_width
 from toolkit.errors import processing
 from toolkit.familiarity import UNFAMILIAR_NOTE, is_familiar, read_familiarity, why_unavailable
 from toolkit.pipeline import DecodedImages, ImageProblem, load_image
 from toolkit.runs import Run, load_run, read_run_config
 from toolkit.scan import FileScanner, ScanOptions
-from toolkit.scores import predict_proba, predicted_classes
+from toolkit.scores import embedding_width, predict_and_embed, predict_proba, predicted_classes
 from toolkit.text import escape_controls
 
 #: What predict decodes: the formats validation can accept (it never sees the profile).
@@ -89,13 +88,16 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
             labels=np.zeros(len(arrays), dtype=np.int32),
             paths=[str(paths[i]) for i in slots],
         )
-        ids, confidences = predicted_classes(predict_proba(run, batch))
         novelty: list[float | None] = [None] * len(slots)
         familiar: list[bool | None] = [None] * len(slots)
-        if familiarity is not None:
-            found = familiarity.novelty(embed(run, batch))
+        if familiarity is None:
+            proba = predict_proba(run, batch)
+        else:
+            proba, embeddings = predict_and_embed(run, batch)
+            found = familiarity.novelty(embeddings)
             # judged before rounding: a novelty of 1.0004 is unfamiliar, though it rounds to 1.0
             novelty, familiar = [round(float(n), 3) for n in found], is_familiar(found).tolist()
+        ids, confidences = predicted_classes(proba)
         for slot, k, conf, far, known in zip(
             slots, ids, confidences, novelty, familiar, strict=True
         ):

@@ -30,22 +30,61 @@ def predict_proba(
     """
     if len(decoded) == 0:
         return np.zeros((0,) if run.binary else (0, len(run.labels)), dtype=np.float32)
-    proba = model_outputs(run, run.model, decoded, batch_size)
+    return _as_probabilities(run, model_outputs(run, run.model, decoded, batch_size), calibrated)
+
+
+def embedding_width(run: Run) -> int:
+    """How many numbers `embed` gives per image: the width of the classification head's input."""
+    return int(run.model.layers[-1].input.shape[-1])
+
+
+def embed(run: Run, decoded: DecodedImages, batch_size: int = 256) -> np.ndarray:
+    """Each image's penultimate-layer output: what the run's classification head reads,
+    from the same scaled input the model is scored on (`make_dataset`), averaged with the
+    mirror image's where the run scores mirror images too."""
+    import keras
+
+    if len(decoded) == 0:
+        return np.zeros((0, embedding_width(run)), dtype=np.float32)
+    embedder = keras.Model(run.model.inputs, run.model.layers[-1].input)
+    return np.asarray(model_outputs(run, embedder, decoded, batch_size), dtype=np.float32)
+
+
+def predict_and_embed(
+    run: Run, decoded: DecodedImages, batch_size: int = 64, *, calibrated: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """`predict_proba`'s probabilities and `embed`'s embeddings from one pass of the network
+    (predict and evaluate need both: the answer, and whether the picture is familiar)."""
+    import keras
+
+    if len(decoded) == 0:
+        return predict_proba(run, decoded, calibrated=calibrated), embed(run, decoded)
+    head = run.model.layers[-1]  # the classification head: its output is the model's
+    both = keras.Model(run.model.inputs, [head.output, head.input])
+    proba, embeddings = model_outputs(run, both, decoded, batch_size)
+    return _as_probabilities(run, proba, calibrated), np.asarray(embeddings, dtype=np.float32)
+
+
+def _as_probabilities(run: Run, proba: np.ndarray, calibrated: bool) -> np.ndarray:
     proba = proba[:, 0] if run.binary else proba
     temperature = run.config.get("temperature") if calibrated else None
     return proba if temperature is None else apply_temperature(proba, float(temperature))
 
 
-def model_outputs(run: Run, model: Any, decoded: DecodedImages, batch_size: int) -> np.ndarray:
+def model_outputs(run: Run, model: Any, decoded: DecodedImages, batch_size: int) -> Any:
     """What `model` (the run's, or one on its input, such as its penultimate layer) outputs
     for each image, scaled as the run is scored (`make_dataset`) and, with the run's
-    `tta_flip`, averaged with the mirror image's output."""
+    `tta_flip`, averaged with the mirror image's output; a list for a model of several
+    outputs."""
     import tensorflow as tf
 
     images = make_dataset(decoded, batch_size=batch_size, binary=run.binary).map(lambda x, y: x)
     found = model.predict(images, verbose=0)
     if run.config.get("model", {}).get("tta_flip"):
-        found = (found + model.predict(images.map(tf.image.flip_left_right), verbose=0)) / 2
+        mirrored = model.predict(images.map(tf.image.flip_left_right), verbose=0)
+        if isinstance(found, list):
+            return [(a + b) / 2 for a, b in zip(found, mirrored, strict=True)]
+        found = (found + mirrored) / 2
     return found
 
 

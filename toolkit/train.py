@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit import DISTRIBUTION, __version__
-from toolkit.audit import AuditResult, audit_decoded, embed, read_exclusion
+from toolkit.audit import AuditResult, audit_decoded, read_exclusion
 from toolkit.errors import RecordError, TrainingError, UsageError
 from toolkit.familiarity import accuracy_by_familiarity, fit_familiarity, write_familiarity
 from toolkit.groups import NEAR_PHASH_DISTANCE
@@ -78,7 +78,13 @@ from toolkit.runs import (
     write_model,
 )
 from toolkit.scan import DEFAULT_MAX_DECODE_PIXELS
-from toolkit.scores import apply_temperature, fit_temperature, predict_proba, score_predictions
+from toolkit.scores import (
+    apply_temperature,
+    embed,
+    fit_temperature,
+    predict_proba,
+    score_predictions,
+)
 from validations.rules import NearDuplicate
 
 log = logging.getLogger(__name__)
