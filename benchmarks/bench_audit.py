@@ -138,6 +138,17 @@ def write_learnable_folder(root: Path, n_per_class: int = QUICK_PER_CLASS) -> Pa
     return root
 
 
+def quick_manifest(tmp_path: Path) -> tuple[pd.DataFrame, str]:
+    """The quick run's squares in tmp_path/data, validated by QUICK_PROFILE: the manifest
+    and the profile's path."""
+    from toolkit.check import check_folder
+
+    root = write_learnable_folder(tmp_path / "data")
+    profile = tmp_path / "bench-audit.toml"
+    profile.write_text(QUICK_PROFILE, encoding="utf-8")
+    return check_folder(root, str(profile)).manifest, str(profile)
+
+
 def measure(manifest: pd.DataFrame, profile: str, plan: AuditPlan, out: Path) -> Outcome:
     """Flip, train on the noisy labels (the audit runs as training ends), score the flags."""
     from toolkit.profiles import load_profile
@@ -260,14 +271,10 @@ def test_the_audit_finds_flipped_labels(
 ) -> None:
     """Precision and recall against a seeded 10% of flipped labels (the issue: >= 0.8 each,
     as good as cleanlab's on the same probabilities)."""
-    from toolkit.check import check_folder
 
     if plan.quick:
-        root = write_learnable_folder(tmp_path / "data")
-        profile = tmp_path / "bench-audit.toml"
-        profile.write_text(QUICK_PROFILE, encoding="utf-8")
-        manifest = check_folder(root, str(profile)).manifest
-        label, spec, audit_plan = "generated bright/dark squares", str(profile), AUDIT_QUICK
+        manifest, spec = quick_manifest(tmp_path)
+        label, audit_plan = "generated bright/dark squares", AUDIT_QUICK
     else:
         data = datasets.get("fer2013/train")
         manifest, label, spec = datasets.validated(data), data.label, data.profile
@@ -298,15 +305,11 @@ def test_networks_that_never_saw_a_file_find_flipped_labels(
 ) -> None:
     """The same flips audited again by three cross-fitted networks (`toolkit audit
     --networks 3`), on the quick run's generated squares; on FER2013 a one-off (docstring)."""
-    from toolkit.check import check_folder
 
     if not plan.quick:
         pytest.skip("the full measurement is a one-off (module docstring): three more trainings")
-    root = write_learnable_folder(tmp_path / "data")
-    profile = tmp_path / "bench-audit.toml"
-    profile.write_text(QUICK_PROFILE, encoding="utf-8")
-    manifest = check_folder(root, str(profile)).manifest
-    measure(manifest, str(profile), AUDIT_QUICK, tmp_path / "noisy")
+    manifest, profile = quick_manifest(tmp_path)
+    measure(manifest, profile, AUDIT_QUICK, tmp_path / "noisy")
     got = measure_networks(manifest, AUDIT_QUICK, tmp_path / "noisy", 3)
     where = "generated bright/dark squares, 10% flipped, 3 networks"
     results.add("audit", "networks' audit", got["audit_seconds"], "s", where)
@@ -321,22 +324,16 @@ def test_training_again_without_the_flagged_files(plan: Any, results: Any, tmp_p
     labels, then again without the flagged files; both are scored on the true labels."""
     import json as json_
 
-    from toolkit.check import check_folder
     from toolkit.manifest import write_manifest
 
     if not plan.quick:
         pytest.skip("the full comparison is a one-off (module docstring): two full trainings")
-    root = write_learnable_folder(tmp_path / "data")
-    profile = tmp_path / "bench-audit.toml"
-    profile.write_text(QUICK_PROFILE, encoding="utf-8")
-    manifest = check_folder(root, str(profile)).manifest
+    manifest, profile = quick_manifest(tmp_path)
     truth = tmp_path / "truth"
     truth.mkdir()
     write_manifest(manifest, truth)
-    outcome = measure(manifest, str(profile), AUDIT_QUICK, tmp_path / "noisy")
-    retrain_without_flags(
-        manifest, str(profile), AUDIT_QUICK, tmp_path / "noisy", tmp_path / "clean"
-    )
+    outcome = measure(manifest, profile, AUDIT_QUICK, tmp_path / "noisy")
+    retrain_without_flags(manifest, profile, AUDIT_QUICK, tmp_path / "noisy", tmp_path / "clean")
     run = json_.loads((tmp_path / "clean" / "run.json").read_text(encoding="utf-8"))
     assert run["excluded"]["n_excluded"] == outcome.n_flagged
     got = scored_on({"noisy": tmp_path / "noisy", "clean": tmp_path / "clean"}, [truth])["truth"]

@@ -147,3 +147,25 @@ def fifo_swap() -> Iterator[Callable[[Path], Path]]:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert not blocked, f"blocked reading FIFO(s) {sorted(set(blocked))}"
+
+
+def train_on_flipped_folder(base: Path, *extra: str) -> dict[str, object]:
+    """A seed-model run (32 px, 8 epochs) on `write_flipped_folder`'s planted flips in
+    base/data: the run, the data, the profile, the flipped paths and a snapshot of the data
+    taken before training. `extra`: more `toolkit train` arguments."""
+    from corpus import write_flipped_folder
+
+    from toolkit.cli import main
+
+    data = base / "data"
+    flipped = write_flipped_folder(data)
+    profile = base / "tiny.toml"
+    profile.write_text(TINY_PROFILE, encoding="utf-8")
+    before = snapshot(data)
+    run = base / "run"
+    code = main(
+        ["train", str(data), "--model", "seed", "--image-size", "32", "--epochs", "8",
+         "--profile", str(profile), "--out", str(run), "--batch-size", "4", *extra]
+    )  # fmt: skip
+    assert code == 0
+    return {"data": data, "run": run, "profile": profile, "flipped": flipped, "before": before}

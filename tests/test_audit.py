@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_PROFILE, snapshot
+from conftest import snapshot, train_on_flipped_folder
 from corpus import N_FLIPPED, N_PER_CLASS, write_flipped_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -211,19 +211,7 @@ def test_no_files_no_fence() -> None:
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A seed-model run on a folder with planted flips; the audit runs as training ends."""
-    base = tmp_path_factory.mktemp("audit")
-    data = base / "data"
-    flipped = write_flipped_folder(data)
-    profile = base / "tiny.toml"
-    profile.write_text(TINY_PROFILE, encoding="utf-8")
-    before = snapshot(data)
-    run = base / "run"
-    code = main(
-        ["train", str(data), "--model", "seed", "--image-size", "32", "--epochs", "8",
-         "--profile", str(profile), "--out", str(run), "--batch-size", "4"]
-    )  # fmt: skip
-    assert code == 0
-    return {"data": data, "run": run, "profile": profile, "flipped": flipped, "before": before}
+    return train_on_flipped_folder(tmp_path_factory.mktemp("audit"))
 
 
 def test_training_ends_with_the_audit_and_the_flipped_files_rank_first(

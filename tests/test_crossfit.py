@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY_PROFILE, snapshot
-from corpus import N_FLIPPED, N_PER_CLASS, write_flipped_folder
+from conftest import snapshot, train_on_flipped_folder
+from corpus import N_FLIPPED, N_PER_CLASS
 
 import toolkit.crossfit as crossfit
 from toolkit import api
@@ -28,21 +28,10 @@ NETWORKS = 3
 @pytest.fixture(scope="module")
 def cross_fitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A seed-model run on a folder with planted flips, audited by three networks."""
-    base = tmp_path_factory.mktemp("crossfit")
-    data = base / "data"
-    flipped = write_flipped_folder(data)
-    profile = base / "tiny.toml"
-    profile.write_text(TINY_PROFILE, encoding="utf-8")
-    before = snapshot(data)
-    run = base / "run"
-    code = main(
-        ["train", str(data), "--model", "seed", "--image-size", "32", "--epochs", "8",
-         "--profile", str(profile), "--out", str(run), "--batch-size", "4", "--no-audit"]
-    )  # fmt: skip
+    trained = train_on_flipped_folder(tmp_path_factory.mktemp("crossfit"), "--no-audit")
+    code = main(["audit", str(trained["run"]), "--networks", str(NETWORKS)])
     assert code == 0
-    code = main(["audit", str(run), "--networks", str(NETWORKS)])
-    assert code == 0
-    return {"data": data, "run": run, "flipped": flipped, "before": before}
+    return trained
 
 
 def _trained_on(network: Path) -> set[str]:
