@@ -175,9 +175,14 @@ def test_predict_and_evaluate_choose_the_same_class_at_a_tie(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import toolkit.predict
+    from toolkit.scores import embed
 
     assert predicted_ids(np.array([0.5, 0.50001, 0.2])).tolist() == [0, 1, 0]
-    monkeypatch.setattr(toolkit.predict, "predict_proba", lambda run, batch: np.array([0.5]))
+    tie = np.array([0.5])
+    monkeypatch.setattr(toolkit.predict, "predict_proba", lambda run, batch: tie)
+    monkeypatch.setattr(
+        toolkit.predict, "predict_and_embed", lambda run, batch: (tie, embed(run, batch))
+    )
     [answer] = toolkit.predict.predict_files(
         trained["run"], [trained["data"] / "sad" / "sad_000.png"]
     )
