@@ -29,7 +29,7 @@ from toolkit.errors import RecordError, TrainingError, UsageError
 from toolkit.manifest import ACCEPTED, read_manifest
 from toolkit.pipeline import decode_rows, fold_manifest
 from toolkit.runs import CROSS_FIT, FINISHED, RUN_JSON, load_run, read_run_config
-from toolkit.scores import predict_proba
+from toolkit.scores import per_class, predict_proba
 from toolkit.train import TrainOptions, near_distance, recorded_options, train_model
 
 #: The fewest networks: with one, no file would be left out of its training.
@@ -93,9 +93,7 @@ def audit_with_networks(
             progress=progress,
         )
         scored = held.iloc[decoded.kept] if decoded.kept is not None else held
-        found = predict_proba(network, decoded)
-        if found.ndim == 1:  # two classes: the probability of the second
-            found = np.stack([1 - found, found], axis=1)
+        found = per_class(predict_proba(network, decoded))
         keys = zip(file_roots(scored, root), decoded.paths, strict=True)
         proba.update({key: row for key, row in zip(keys, found, strict=True)})
     record = {

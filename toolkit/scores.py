@@ -93,10 +93,16 @@ def predicted_ids(proba: np.ndarray) -> np.ndarray:
     return predicted_classes(proba)[0]
 
 
+def per_class(proba: np.ndarray) -> np.ndarray:
+    """(n, n_classes) probabilities: `predict_proba`'s (n,) of labels[1] for two classes as
+    two columns; more classes as they are."""
+    return np.stack([1 - proba, proba], axis=1) if proba.ndim == 1 else np.asarray(proba)
+
+
 def predicted_classes(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Class index per image and its probability; a tie goes to the first label (argmax),
     the same rule for evaluate's scores and predict's answers."""
-    full = np.stack([1 - proba, proba], axis=1) if proba.ndim == 1 else np.asarray(proba)
+    full = per_class(proba)
     if not len(full):
         return np.zeros(0, dtype=int), np.zeros(0)
     ids = full.argmax(axis=1)
