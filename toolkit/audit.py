@@ -448,6 +448,26 @@ def file_roots(rows: pd.DataFrame, default_root: str) -> list[str]:
     return _reals(roots)
 
 
+def file_keys(rows: pd.DataFrame, default_root: str | None = None) -> list[tuple[str, str]]:
+    """(real root, path) of each manifest row: how label_issues.csv, `--exclude` and the
+    networks' audit name a file. `default_root`: the manifest's root (its attrs' otherwise)."""
+    root = default_root if default_root is not None else str(rows.attrs.get("root") or ".")
+    return list(zip(file_roots(rows, root), rows["path"].astype(str), strict=True))
+
+
+def run_files(folder: Path, config: Mapping[str, Any]) -> tuple[pd.DataFrame, Any]:
+    """The run's accepted files that have a split (its manifest's rows, attrs kept) and the
+    profile it was validated with; RecordError when the manifest has no split."""
+    from toolkit.profiles import load_profile
+
+    manifest = read_manifest(folder)
+    if "split" not in manifest.columns:
+        raise RecordError(folder / "manifest.parquet", "split", "the run's manifest has no split")
+    accepted = manifest[(manifest["status"] == ACCEPTED) & manifest["split"].notna()]
+    accepted.attrs = dict(manifest.attrs)
+    return accepted, load_profile(config.get("profile", {}).get("spec") or None)
+
+
 def _issue_frame(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in ISSUE_COLUMNS})
@@ -497,22 +517,16 @@ def audit_run(
     write label_issues.csv and the gallery, and record the audit in run.json.
     `given_proba`: out-of-sample probabilities from networks that never saw each file
     (`toolkit.crossfit`), instead of the regression on this run's embeddings."""
-    from toolkit.profiles import load_profile
-
     folder = Path(folder)
     run = load_run(folder)
-    manifest = read_manifest(folder)
-    if "split" not in manifest.columns:
-        raise RecordError(folder / "manifest.parquet", "split", "the run's manifest has no split")
-    spec_text = run.config.get("profile", {}).get("spec") or None
-    limit = load_profile(spec_text).scan_options().max_decode_pixels
-    accepted = manifest[(manifest["status"] == ACCEPTED) & manifest["split"].notna()]
+    accepted, profile = run_files(folder, run.config)
+    limit = profile.scan_options().max_decode_pixels
     decoded = {
         split: decode_rows(
             accepted[accepted["split"] == split],
             run.spec,
             run.labels,
-            root=Path(manifest.attrs.get("root") or "."),
+            root=Path(accepted.attrs.get("root") or "."),
             max_pixels=limit,
             jobs=jobs,
             progress=progress,
@@ -540,10 +554,7 @@ class Exclusion:
 
     def apply(self, manifest: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The manifest without the listed files, and run.json's `excluded` record."""
-        default = pd.Series(str(manifest.attrs.get("root") or "."), manifest.index)
-        roots = manifest["root"] if "root" in manifest.columns else default
-        keys = list(zip(_reals(roots), manifest["path"].astype(str), strict=True))
-        listed = np.array([key in self.keys for key in keys], dtype=bool)
+        listed = np.array([key in self.keys for key in file_keys(manifest)], dtype=bool)
         kept = manifest[~listed]
         kept.attrs = dict(manifest.attrs)
         return kept, {

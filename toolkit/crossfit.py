@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit.audit import AuditResult, OutOfSample, audit_run, file_roots
-from toolkit.errors import RecordError, TrainingError, UsageError
+from toolkit.audit import AuditResult, OutOfSample, audit_run, file_keys, run_files
+from toolkit.errors import TrainingError, UsageError
 from toolkit.manifest import ACCEPTED, read_manifest
 from toolkit.pipeline import decode_rows, fold_manifest
 from toolkit.runs import CROSS_FIT, FINISHED, RUN_JSON, load_run, read_run_config
@@ -50,24 +50,18 @@ def audit_with_networks(
     """`toolkit audit RUN --networks K`: train (or reuse) the K networks, score each file by
     the one that never trained on it, then audit the run on those probabilities: RUN's
     label_issues.csv, gallery and run.json's `audit`, as `toolkit audit` writes them."""
-    from toolkit.profiles import load_profile
-
     check_networks(networks)
     folder = Path(folder)
     config = read_run_config(folder)
-    manifest = read_manifest(folder)
-    if "split" not in manifest.columns:
-        raise RecordError(folder / "manifest.parquet", "split", "the run's manifest has no split")
-    profile = load_profile(config.get("profile", {}).get("spec") or None)
+    with_split, profile = run_files(folder, config)
     options = fold_options(recorded_options(config, folder / RUN_JSON))
-    accepted = manifest[(manifest["status"] == ACCEPTED) & manifest["split"].notna()]
-    accepted = accepted.drop(columns="split")
-    accepted.attrs = dict(manifest.attrs)
+    accepted = with_split.drop(columns="split")
+    accepted.attrs = dict(with_split.attrs)
     labels = list(config.get("labels") or [])
     fold = fold_manifest(
         accepted, networks, seed=options.seed, max_phash_distance=near_distance(profile)
     )
-    root = str(manifest.attrs.get("root") or ".")
+    root = str(accepted.attrs.get("root") or ".")
     started = time.perf_counter()
     proba: dict[tuple[str, str], np.ndarray] = {}
     for i in range(networks):
@@ -94,8 +88,7 @@ def audit_with_networks(
         )
         scored = held.iloc[decoded.kept] if decoded.kept is not None else held
         found = per_class(predict_proba(network, decoded))
-        keys = zip(file_roots(scored, root), decoded.paths, strict=True)
-        proba.update({key: row for key, row in zip(keys, found, strict=True)})
+        proba.update(zip(file_keys(scored, root), found, strict=True))
     record = {
         "folder": CROSS_FIT,
         "count": networks,
@@ -141,10 +134,7 @@ def train_network(
     config = read_run_config(target)
     had = read_manifest(target)
     had = had[had["status"] == ACCEPTED]
-    root = str(training.attrs.get("root") or ".")
-    want = set(zip(file_roots(training, root), training["path"].astype(str), strict=True))
-    have_root = str(had.attrs.get("root") or ".")
-    have = set(zip(file_roots(had, have_root), had["path"].astype(str), strict=True))
+    want, have = set(file_keys(training)), set(file_keys(had))
     if have != want:
         raise UsageError(
             f"{target} holds a network trained on other files than this run's fold "
