@@ -27,7 +27,6 @@ manifests must exist (benchmarks/loso.py writes them).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.loso import make_folds, scored_rows
+from benchmarks.loso import make_folds, runs_parser, scored_rows
 from toolkit.familiarity import (
     FAMILIAR_QUANTILE,
     fit_familiarity,
@@ -247,11 +246,8 @@ def summary(results: Sequence[dict[str, Any]], method: str = SHIPPED) -> dict[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure each --run, print the table, write --json."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--loso", type=Path, required=True, help="benchmarks/loso.py's --out")
-    parser.add_argument("--run", action="append", required=True, help="a run folder's name")
+    parser = runs_parser(__doc__)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-ood-cache"))
-    parser.add_argument("--json", type=Path)
     parser.add_argument("--jobs", type=int)
     args = parser.parse_args(argv)
     results = [measure(args.loso, name, args.cache, args.jobs) for name in args.run]

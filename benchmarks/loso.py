@@ -335,6 +335,24 @@ def run_fold(
     return result
 
 
+def runs_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a measurement on runs this module trained (inference only):
+    --loso (this module's --out), --run (repeated), --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--loso", type=Path, required=True, help="benchmarks.loso's --out.")
+    parser.add_argument("--run", action="append", required=True, help="A run folder's name.")
+    parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    return parser
+
+
+def print_figures(found: Any, path: Path | None) -> None:
+    """Print the figures as JSON, and write them to `path` when given."""
+    text = json.dumps(found, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n", encoding="utf-8")
+
+
 def table(folds: Sequence[dict[str, Any]]) -> list[str]:
     """The README's table rows, one a fold, then mean and worst."""
     rows = ["| left out | n scored | dropped as seen | accuracy | ECE | FER2013 test | minutes |"]

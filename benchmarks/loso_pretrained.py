@@ -21,8 +21,6 @@ and view.
 
 from __future__ import annotations
 
-import argparse
-import json
 import pickle
 import struct
 import sys
@@ -34,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.loso import make_folds, scored_rows
+from benchmarks.loso import make_folds, print_figures, runs_parser, scored_rows
 
 #: The backbone's input side, its ImageNet size (12.7 ms an image on the 2-core EPYC VM; 7 ms
 #: at 160 px, which measured a little worse: docs/model-quality.md).
@@ -373,21 +371,15 @@ def summary(found: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loso", type=Path, required=True, help="benchmarks.loso's --out.")
-    parser.add_argument("--run", action="append", required=True, help="A run folder's name.")
+    parser = runs_parser(__doc__)
     parser.add_argument("--c", type=float, default=C, help="The regression's C.")
     parser.add_argument("--size", type=int, default=SIZE, help="The backbone's input side.")
-    parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
     net = build_lite0(lite0_weights(), args.size)
     cache = FeatureCache(args.loso / f"pretrained-features-{args.size}.npz", net, args.size)
     found = [compare(args.loso, name, cache, args.c) for name in args.run]
     report = {"size": args.size, "c": args.c, "folds": found, "summary": summary(found)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    print_figures(report, args.json)
     return 0
 
 

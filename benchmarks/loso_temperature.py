@@ -9,8 +9,6 @@ FER2013 test. Inference only, on runs `benchmarks/loso.py` trained (docs/model-q
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.loso import FER_TEST, make_folds, scored_rows
+from benchmarks.loso import FER_TEST, make_folds, print_figures, runs_parser, scored_rows
 
 #: The validation split's rows from these data folders count as faces, not web pictures.
 FACE_ROOTS = (Path(FER_TEST).parent.name,)
@@ -75,16 +73,8 @@ def compare(loso: Path, name: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loso", type=Path, required=True, help="benchmarks.loso's --out.")
-    parser.add_argument("--run", action="append", required=True, help="A run folder's name.")
-    parser.add_argument("--json", type=Path, help="Also write the figures here.")
-    args = parser.parse_args(argv)
-    found = [compare(args.loso, name) for name in args.run]
-    text = json.dumps(found, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    args = runs_parser(__doc__).parse_args(argv)
+    print_figures([compare(args.loso, name) for name in args.run], args.json)
     return 0
 
 
