@@ -338,7 +338,8 @@ def run_fold(
 def runs_parser(doc: str) -> argparse.ArgumentParser:
     """The command line of a measurement on runs this module trained (inference only):
     --loso (this module's --out), --run (repeated), --json."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    first_paragraph = " ".join(doc.split("\n\n")[0].split())
+    parser = argparse.ArgumentParser(description=first_paragraph)
     parser.add_argument("--loso", type=Path, required=True, help="benchmarks.loso's --out.")
     parser.add_argument("--run", action="append", required=True, help="A run folder's name.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
