@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.loso import make_folds, runs_parser, scored_rows
+from benchmarks.loso import run_rows, runs_parser
 from toolkit.familiarity import (
     FAMILIAR_QUANTILE,
     fit_familiarity,
@@ -144,26 +144,17 @@ def _embedded(
 
 def measure(loso: Path, name: str, cache: Path, jobs: int | None = None) -> dict[str, Any]:
     """Every candidate's figures on one leave-one-source-out run."""
-    from toolkit.manifest import ACCEPTED, read_manifest
     from toolkit.runs import load_run
     from toolkit.scores import predicted_classes, predicted_ids
 
-    folder = loso / name
-    held_out = name.split("-")[0]
-    [fold] = make_folds([held_out])
-    run = load_run(folder)
-    manifest = read_manifest(folder)
-    root = manifest.attrs.get("root") or "."
-    if "root" not in manifest.columns:
-        manifest["root"] = root
-    accepted = manifest[(manifest["status"] == ACCEPTED) & manifest["split"].notna()]
+    run = load_run(loso / name)
+    accepted, unseen, fer = run_rows(loso, name)
     started = time.perf_counter()
     parts = {}
     for split in ("train", "validation", "test"):
         rows = accepted[accepted["split"] == split]
         target = cache / f"{name}-{split}.npz"
         parts[split] = _embedded(run, rows, target, jobs, proba=split != "train")
-    unseen, fer = scored_rows(loso, fold)
     parts["source"] = _embedded(run, unseen, cache / f"{name}-source.npz", jobs)
     parts["fer_test"] = _embedded(run, fer, cache / f"{name}-fer.npz", jobs)
     embed_seconds = time.perf_counter() - started
@@ -175,6 +166,7 @@ def measure(loso: Path, name: str, cache: Path, jobs: int | None = None) -> dict
     scorers["mahalanobis"] = mahalanobis_scorer(train["embeddings"], train["labels"])
     # what `toolkit train` fits and `predict` applies: novelty in multiples of its own fence
     shipped = fit_familiarity(train["embeddings"], parts["validation"]["embeddings"])
+    held_out = name.split("-")[0]
     out: dict[str, Any] = {"run": name, "held_out": held_out, "embed_seconds": embed_seconds}
     for method, scorer in [*scorers.items(), (SHIPPED, shipped.novelty), ("doubt", None)]:
         started = time.perf_counter()

@@ -212,6 +212,19 @@ def scored_rows(out: Path, fold: Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
     return unseen, fer
 
 
+def run_rows(out: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A fold's run folder `name` in `out`: the accepted rows its training split (each with
+    its root and `split`), and what its fold is scored on (`scored_rows`)."""
+    from toolkit.manifest import read_manifest
+
+    manifest = read_manifest(out / name)
+    if "root" not in manifest.columns:  # one data folder: the manifest's own root
+        manifest["root"] = manifest.attrs.get("root") or "."
+    accepted = manifest[(manifest["status"] == ACCEPTED) & manifest["split"].notna()]
+    [fold] = make_folds([name.split("-")[0]])
+    return (accepted, *scored_rows(out, fold))
+
+
 def validated(out: Path, datasets: Path, name: str, profile: str, jobs: int | None) -> Path:
     """The folder holding `name`'s manifest judged by `profile`, validated on first use."""
     from toolkit.cli import main

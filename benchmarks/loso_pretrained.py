@@ -25,14 +25,14 @@ import pickle
 import struct
 import sys
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.loso import make_folds, print_figures, runs_parser, scored_rows
+from benchmarks.loso import print_figures, run_rows, runs_parser
 
 #: The backbone's input side, its ImageNet size (12.7 ms an image on the 2-core EPYC VM; 7 ms
 #: at 160 px, which measured a little worse: docs/model-quality.md).
@@ -296,9 +296,8 @@ def network_proba(run: Any, rows: pd.DataFrame, view: str = "face") -> np.ndarra
     from toolkit.pipeline import decode_rows
     from toolkit.scores import per_class, predict_proba
 
-    if view == "whole":
-        rows = rows.assign(face_x=np.nan, face_y=np.nan, face_w=np.nan, face_h=np.nan)
-    decoded = decode_rows(rows, run.spec, run.labels)
+    spec = replace(run.spec, crop_faces=False) if view == "whole" else run.spec
+    decoded = decode_rows(rows, spec, run.labels)
     if len(decoded) != len(rows):
         raise RuntimeError(f"left out while decoding: {decoded.problems[:3]}")
     return per_class(predict_proba(run, decoded))[:, 1]
@@ -307,23 +306,16 @@ def network_proba(run: Any, rows: pd.DataFrame, view: str = "face") -> np.ndarra
 def compare(loso: Path, name: str, cache: FeatureCache, c: float = C) -> dict[str, Any]:
     """One fold's run: each of COMBINATIONS on its held-out source and FER2013 test
     (accuracy, ECE), and each stack's weights."""
-    from toolkit.manifest import ACCEPTED, read_manifest
     from toolkit.runs import load_run
     from toolkit.scores import score_predictions
 
-    folder = loso / name
-    run = load_run(folder)
+    run = load_run(loso / name)
     if len(run.labels) != 2:
         raise ValueError(f"{name}: the stack is for two classes, not {run.labels}")
-    manifest = read_manifest(folder)
-    if "root" not in manifest.columns:  # one data folder: the manifest's own root
-        manifest["root"] = manifest.attrs.get("root") or "."
-    manifest = manifest[manifest["status"] == ACCEPTED]
-    [fold] = make_folds([name.split("-")[0]])
-    unseen, fer = scored_rows(loso, fold)
+    accepted, unseen, fer = run_rows(loso, name)
     sets = {
-        "train": manifest[manifest["split"] == "train"],
-        "validation": manifest[manifest["split"] == "validation"],
+        "train": accepted[accepted["split"] == "train"],
+        "validation": accepted[accepted["split"] == "validation"],
         "source": unseen,
         "fer_test": fer,
     }

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.loso import FER_TEST, make_folds, print_figures, runs_parser, scored_rows
+from benchmarks.loso import FER_TEST, print_figures, run_rows, runs_parser
 
 #: The validation split's rows from these data folders count as faces, not web pictures.
 FACE_ROOTS = (Path(FER_TEST).parent.name,)
@@ -41,18 +41,12 @@ def is_web(rows: pd.DataFrame) -> np.ndarray:
 def compare(loso: Path, name: str) -> dict[str, Any]:
     """The two temperatures of one run, and the ECE each gives its held-out source and
     FER2013 test (accuracy too: a temperature never changes a two-class answer)."""
-    from toolkit.manifest import ACCEPTED, read_manifest
     from toolkit.runs import load_run
     from toolkit.scores import apply_temperature, fit_temperature, score_predictions
 
-    folder = loso / name
-    run = load_run(folder)
-    manifest = read_manifest(folder)
-    if "root" not in manifest.columns:
-        manifest["root"] = manifest.attrs.get("root") or "."
-    validation = manifest[(manifest["status"] == ACCEPTED) & (manifest["split"] == "validation")]
-    [fold] = make_folds([name.split("-")[0]])
-    unseen, fer = scored_rows(loso, fold)
+    run = load_run(loso / name)
+    accepted, unseen, fer = run_rows(loso, name)
+    validation = accepted[accepted["split"] == "validation"]
     p_val, y_val = raw_proba(run, validation)
     web = is_web(validation)
     if len(y_val) != len(validation) or not web.any():
