@@ -248,17 +248,26 @@ def accepted_rows(folder: Path) -> pd.DataFrame:
     return frame
 
 
-def score(run_folder: Path, rows: pd.DataFrame, jobs: int | None = None) -> dict[str, Any]:
-    """The run's model on `rows` (accepted manifest rows), as `toolkit evaluate` scores."""
+def score(
+    run_folder: Path, rows: pd.DataFrame, jobs: int | None = None, features_of: Any = None
+) -> dict[str, Any]:
+    """The run's answers on `rows` (accepted manifest rows), as `toolkit evaluate` scores
+    (the stacked answer where the run has a second opinion; `features_of`: a feature cache)."""
     from toolkit.evaluate import accuracy_by_face
+    from toolkit.opinion import answer_proba
     from toolkit.pipeline import decode_rows
     from toolkit.runs import load_run
-    from toolkit.scores import predict_proba, score_predictions
+    from toolkit.scores import score_predictions
 
     run = load_run(run_folder)
     known = rows[rows["label"].isin(run.labels)]
     decoded = decode_rows(known, run.spec, run.labels, jobs=jobs)
-    proba = predict_proba(run, decoded)
+
+    def read(part: pd.DataFrame, spec: Any) -> Any:
+        return decode_rows(part, spec, run.labels, jobs=jobs)
+
+    scored = known.iloc[decoded.kept or []].reset_index(drop=True)
+    proba, decoded, _ = answer_proba(run, scored, decoded, read, features_of=features_of)
     scores = score_predictions(decoded.labels, proba, run.labels)
     out = {
         "n": scores["n_scored"],
@@ -287,12 +296,16 @@ def run_fold(
     rescore: bool = False,
     variant: str | None = None,
     without_flagged: bool = False,
+    add_opinion: bool = False,
 ) -> dict[str, Any]:
     """Train the fold (unless its run folder holds a finished run), score it, keep the scores
     beside the run; a fold already scored is read back, or scored again with `rescore`.
     `variant` (a name in VARIANTS) trains the `default` recipe with that variant's options.
     `without_flagged` trains it again without the files the same run's label audit flagged
-    (`toolkit train --exclude`), in a folder of its own: train the baseline first."""
+    (`toolkit train --exclude`), in a folder of its own: train the baseline first.
+    `add_opinion` fits the second opinion onto a finished run trained without one, as
+    training fits it after the network (toolkit.train.add_second_opinion), and scores it
+    again (the features cached in OUT/pretrained-features-224.npz)."""
     from toolkit.cli import main
     from toolkit.runs import LABEL_ISSUES_CSV
 
@@ -323,6 +336,19 @@ def run_fold(
         minutes = (time.perf_counter() - started) / 60
         if code != 0:
             raise RuntimeError(f"toolkit train exited {code} for fold {fold.held_out}")
+    features_of = None
+    if add_opinion:
+        from benchmarks.loso_pretrained import FeatureCache
+        from toolkit.opinion import SIZE
+        from toolkit.runs import OPINION_NPZ
+        from toolkit.train import add_second_opinion
+
+        cache = FeatureCache(out / f"pretrained-features-{SIZE}.npz", SIZE)
+        features_of = cache.features_of
+        if not (run / OPINION_NPZ).is_file():
+            started = time.perf_counter()
+            add_second_opinion(run, jobs=jobs, features_of=features_of)
+            before["opinion_minutes"] = (time.perf_counter() - started) / 60
     seen = pd.concat([accepted_rows(m) for m in manifests], ignore_index=True)
     held = accepted_rows(validated(out, datasets, fold.held_out, SCORED_PROFILE, jobs))
     unseen, n_seen = drop_seen(held, seen)
@@ -340,8 +366,9 @@ def run_fold(
         "validate_minutes": validate_minutes,
         "n_accepted": len(held),
         "n_duplicates": n_seen,
-        "source": score(run, unseen, jobs),
-        "fer": score(run, fer, jobs),
+        "opinion_minutes": before.get("opinion_minutes"),
+        "source": score(run, unseen, jobs, features_of),
+        "fer": score(run, fer, jobs, features_of),
         "fer_n_seen": drop_seen(fer, seen, 2)[1],
     }
     saved.write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -402,6 +429,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write folds and summary here")
     parser.add_argument("--rescore", action="store_true", help="score finished runs again")
     parser.add_argument(
+        "--add-opinion",
+        action="store_true",
+        help="fit the second opinion onto finished runs trained without it, score them again",
+    )
+    parser.add_argument(
         "--without-flagged",
         action="store_true",
         help="train each fold again without the files its finished run's audit flagged",
@@ -419,9 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             datasets=args.datasets,
             jobs=args.jobs,
-            rescore=args.rescore,
+            rescore=args.rescore or args.add_opinion,
             variant=args.variant,
             without_flagged=args.without_flagged,
+            add_opinion=args.add_opinion,
         )
         for fold in make_folds(sources)
     ]

@@ -39,10 +39,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolkit.report.html",),  # report.html
     ("toolkit.layers",),  # custom Keras layers
     ("toolkit.models",),  # pure model builders and the input spec
+    ("toolkit.pretrained",),  # EfficientNet-Lite0's ImageNet weights, read without PyTorch
     ("toolkit.pipeline",),  # accepted rows -> tf.data
     ("toolkit.runs",),  # the run folder: its format, reading and writing
     ("toolkit.scores",),  # probabilities, calibration, metrics: shared by train and evaluate
     ("toolkit.familiarity",),  # the familiarity score: is a picture like the training ones
+    ("toolkit.opinion",),  # the second opinion: pretrained features stacked with the network
     ("toolkit.report.training",),  # training plots
     ("toolkit.audit",),  # the label audit: out-of-sample probabilities, confident learning
     ("toolkit.train",),

@@ -170,7 +170,7 @@ def test_a_crash_while_predicting_names_the_file(
 ) -> None:
     import toolkit.predict
 
-    read = crashing_for("second.jpg", lambda *args: np.zeros((8, 8, 3), np.uint8))
+    read = crashing_for("second.jpg", lambda *args: (np.zeros((8, 8, 3), np.uint8), {}))
     monkeypatch.setattr(toolkit.predict, "_read", read)
     monkeypatch.setattr(toolkit.predict, "embedding_width", lambda run: 8)
     monkeypatch.setattr(toolkit.predict, "read_familiarity", lambda folder, width: None)

@@ -242,7 +242,7 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     monkeypatch.setattr(toolkit.cli, "main", fake_train)
     monkeypatch.setattr(loso, "validated", lambda out, datasets, name, *a: out / name)
     monkeypatch.setattr(loso, "accepted_rows", lambda folder: rows(["a"], ["0000000000000000"]))
-    monkeypatch.setattr(loso, "score", lambda run, rows, jobs=None: {"n": len(rows)})
+    monkeypatch.setattr(loso, "score", lambda run, rows, *_: {"n": len(rows)})
     return calls
 
 

@@ -239,6 +239,14 @@ def train(
     audit: Annotated[
         bool, typer.Option("--audit/--no-audit", help="Rank the labels after training.")
     ] = True,
+    second_opinion: Annotated[
+        bool | None,
+        typer.Option(
+            "--second-opinion/--no-second-opinion",
+            help="Stack a pretrained network's opinion with the model's [the model's: on for "
+            "default, two classes].",
+        ),
+    ] = None,
 ) -> None:
     """Validate DATA (only files that pass are used), split it, train, score the test split,
     then audit the labels (label_issues.csv: files the model says are filed wrongly).
@@ -256,6 +264,7 @@ def train(
         ratios=_parse_ratios(split) if split else DEFAULT_RATIOS,
         image_size=image_size,
         strategy=strategy,
+        second_opinion=second_opinion,
     )
     if resume:
         if out is None:
@@ -460,6 +469,8 @@ def export(
         f"({'face crops' if done.crop_faces else 'whole images'}), output the probabilities "
         f"of {', '.join(done.labels)}; see export.json"
     )
+    if done.left_out:
+        _say(f"not in the export: {done.left_out}")
 
 
 @app.command("demo-data")
@@ -558,6 +569,13 @@ def _echo_training(result: Any) -> None:
         f"{'n/a' if m['roc_auc'] is None else format(m['roc_auc'], '.3f')}, "
         f"ECE {m['expected_calibration_error']:.3f} ({m['n_scored']} files)"
     )
+    if "network" in m:  # the answer stacks the pretrained network's opinion
+        net = m["network"]
+        echo(
+            f"  the network alone: accuracy {net['accuracy']:.3f}, ECE "
+            f"{net['expected_calibration_error']:.3f}; the answer stacks it with a pretrained "
+            "network's second opinion (run.json: second_opinion)"
+        )
     if "familiarity" in m:  # the chief's: where the familiarity score was fitted
         _echo_familiarity(m["familiarity"])
     echo(f"fit: {result.diagnosis}")

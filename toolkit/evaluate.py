@@ -22,6 +22,8 @@ from toolkit.familiarity import (
     why_unavailable,
 )
 from toolkit.manifest import ACCEPTED
+from toolkit.models import InputSpec
+from toolkit.opinion import answer_proba
 from toolkit.pipeline import DecodedImages, decode_rows
 from toolkit.runs import Run, load_run
 from toolkit.scores import (
@@ -108,6 +110,15 @@ def evaluate_run(
         proba = predict_proba(run, decoded)
     else:  # one pass of the network: the answers, and how familiar each picture is
         proba, embeddings = predict_and_embed(run, decoded)
+
+    def read(rows: pd.DataFrame, spec: InputSpec) -> DecodedImages:
+        return decode_rows(rows, spec, run.labels, max_pixels=limit, jobs=jobs)
+
+    # the stacked answer where the run has a second opinion (toolkit.opinion)
+    rows = known.iloc[decoded.kept or []].reset_index(drop=True)
+    proba, decoded, kept = answer_proba(run, rows, decoded, read, network=proba)
+    if kept is not None and embeddings is not None:
+        embeddings = embeddings[kept]
     scores = score_predictions(decoded.labels, proba, run.labels)
     if run.spec.crop_faces:
         faces = known["n_faces"].fillna(0).to_numpy() > 0

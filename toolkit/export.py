@@ -25,7 +25,7 @@ from typing import Any
 from toolkit.errors import OutputError, UsageError
 from toolkit.outputs import check_output
 from toolkit.paths import atomic_write_json, atomic_write_text
-from toolkit.runs import Run, check_run_folder, load_run
+from toolkit.runs import OPINION_NPZ, Run, check_run_folder, load_run
 
 #: The formats `toolkit export` writes, and the folder each goes to inside the run folder.
 FORMATS = ("savedmodel", "tflite")
@@ -51,6 +51,8 @@ class Export:
     labels: list[str]
     input_shape: tuple[int, int, int]
     crop_faces: bool
+    #: what the export leaves out that `toolkit predict` does (None: nothing)
+    left_out: str | None = None
 
 
 def export_target(folder: Path, fmt: str, out: Path | None = None) -> Path:
@@ -91,7 +93,21 @@ def export_run(folder: Path, fmt: str, out: Path | None = None) -> Export:
         os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Export(target, fmt, list(run.labels), run.spec.shape, run.spec.crop_faces)
+    return Export(
+        target, fmt, list(run.labels), run.spec.shape, run.spec.crop_faces, _left_out(run)
+    )
+
+
+def _left_out(run: Run) -> str | None:
+    """What a run's export lacks: the second opinion (toolkit.opinion) needs two more views of
+    each picture and a second network, so the export is the run's network alone."""
+    if not os.path.lexists(Path(run.folder) / OPINION_NPZ):
+        return None
+    return (
+        f"the second opinion ({OPINION_NPZ}): the export is the network alone, calibrated by "
+        "its temperature; toolkit predict and evaluate stack it with a pretrained network's "
+        "opinion, which scored better on unseen web sources (docs/model-quality.md)"
+    )
 
 
 def serving_function(run: Run) -> Any:
@@ -186,4 +202,5 @@ def _description(run: Run, fmt: str) -> dict[str, Any]:
             "temperature": run.config.get("temperature"),
         },
         "caller_does": before,
+        "not_inside": _left_out(run),
     }

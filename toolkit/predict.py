@@ -16,12 +16,16 @@ import pandas as pd
 
 from toolkit.errors import processing
 from toolkit.familiarity import UNFAMILIAR_NOTE, is_familiar, read_familiarity, why_unavailable
+from toolkit.models import InputSpec
+from toolkit.opinion import answer_proba
 from toolkit.pipeline import DecodedImages, ImageProblem, load_image
 from toolkit.runs import Run, load_run, read_run_config
 from toolkit.scan import FileScanner, ScanOptions
 from toolkit.scores import embedding_width, predict_and_embed, predict_proba, predicted_classes
 from toolkit.text import escape_controls
 
+#: The column of predict's scanned rows that holds the file's path as given.
+FILE = "file"
 #: What predict decodes: the formats validation can accept (it never sees the profile).
 DECODABLE_FORMATS = frozenset({"jpeg", "png", "bmp", "gif", "webp", "tiff"})
 
@@ -72,12 +76,15 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
     familiarity = read_familiarity(run.folder, embedding_width(run))  # refused before any work
     scanner = FileScanner(Path("/"), ScanOptions(detect_faces=run.spec.crop_faces))
     arrays: list[np.ndarray] = []
+    rows: list[dict[str, object]] = []
     slots: list[int] = []
     results: list[Prediction | None] = []
     for path in paths:
         try:
             with processing(path):  # a crash names the file it was on
-                arrays.append(_read(scanner, Path(path), run))
+                pixels, row = _read(scanner, Path(path), run)
+            arrays.append(pixels)
+            rows.append({**row, FILE: str(path)})
             slots.append(len(results))
             results.append(None)
         except ImageProblem as exc:
@@ -97,6 +104,13 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
             found = familiarity.novelty(embeddings)
             # judged before rounding: a novelty of 1.0004 is unfamiliar, though it rounds to 1.0
             novelty, familiar = [round(float(n), 3) for n in found], is_familiar(found).tolist()
+        # the stacked answer where the run has a second opinion (toolkit.opinion)
+        proba, left, kept = answer_proba(run, pd.DataFrame(rows), batch, _read_rows, network=proba)
+        if kept is not None:
+            for path, why in left.problems:
+                results[slots[batch.paths.index(path)]] = Prediction(path, error=why)
+            slots = [slots[i] for i in kept]
+            novelty, familiar = [novelty[i] for i in kept], [familiar[i] for i in kept]
         ids, confidences = predicted_classes(proba)
         for slot, k, conf, far, known in zip(
             slots, ids, confidences, novelty, familiar, strict=True
@@ -111,7 +125,27 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
     return [r for r in results if r is not None]
 
 
-def _read(scanner: FileScanner, path: Path, run: Run) -> np.ndarray:
+def _read_rows(rows: pd.DataFrame, spec: InputSpec) -> DecodedImages:
+    """The files of predict's scanned rows (their FILE column) for another input `spec`,
+    read as `_read` read them (the scan's sha256 and face box)."""
+    arrays, kept, problems = [], [], []
+    for i, (_, row) in enumerate(rows.iterrows()):
+        try:
+            with processing(row[FILE]):
+                arrays.append(load_image(Path(str(row[FILE])), spec, row=row))
+            kept.append(i)
+        except ImageProblem as exc:
+            problems.append((str(row[FILE]), str(exc)))
+    return DecodedImages(
+        images=np.stack(arrays) if arrays else np.zeros((0, *spec.shape), np.uint8),
+        labels=np.zeros(len(arrays), dtype=np.int32),
+        paths=[str(rows[FILE].iloc[i]) for i in kept],
+        problems=problems,
+        kept=kept,
+    )
+
+
+def _read(scanner: FileScanner, path: Path, run: Run) -> tuple[np.ndarray, dict[str, object]]:
     full = Path(os.path.abspath(path))  # not resolve(): it raises on a symlink loop
     if not os.path.lexists(full):
         raise ImageProblem("no such file")
@@ -123,4 +157,4 @@ def _read(scanner: FileScanner, path: Path, run: Run) -> np.ndarray:
         raise ImageProblem(f"unsupported content: {fmt} (expected an image: jpeg, png, bmp ...)")
     if not row["is_decodable"]:
         raise ImageProblem(f"cannot decode: {row['decode_error']}")
-    return load_image(full, run.spec, row=pd.Series(row))
+    return load_image(full, run.spec, row=pd.Series(row)), row

@@ -65,6 +65,8 @@ OUTLIERS_PNG = "outliers.png"
 CROSS_FIT = "cross-fit"
 #: The familiarity score: normalised training embeddings and the fence (toolkit.familiarity).
 FAMILIARITY_NPZ = "familiarity.npz"
+#: The second opinion: the pretrained features' regression and the stack (toolkit.opinion).
+OPINION_NPZ = "second_opinion.npz"
 
 #: run.json's `status`: written "training", then "finished", or "failed" with the error.
 TRAINING = "training"

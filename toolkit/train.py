@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,18 @@ from toolkit.familiarity import accuracy_by_familiarity, fit_familiarity, write_
 from toolkit.groups import NEAR_PHASH_DISTANCE
 from toolkit.manifest import ACCEPTED, normalise_manifest, read_manifest, write_manifest
 from toolkit.models import InputSpec, ModelRecipe, get_recipe
+from toolkit.opinion import (
+    STACK_INPUTS,
+    FeaturesOf,
+    SecondOpinion,
+    backbone_features,
+    face_found,
+    fit_regression,
+    fit_stack,
+    opinions,
+    per_root_sample,
+    write_opinion,
+)
 from toolkit.paths import atomic_write_json
 from toolkit.pipeline import (
     DEFAULT_MEMORY_BYTES,
@@ -53,6 +65,7 @@ from toolkit.pipeline import (
     make_dataset,
     split_manifest,
 )
+from toolkit.pretrained import require_weights
 from toolkit.profiles import Profile
 from toolkit.runs import (
     BEST_WEIGHTS,
@@ -65,6 +78,7 @@ from toolkit.runs import (
     HISTORY_CSV,
     METRICS_JSON,
     MODEL_FILE,
+    OPINION_NPZ,
     RELIABILITY_PNG,
     RUN_JSON,
     TRAINING,
@@ -113,6 +127,7 @@ class TrainOptions:
     image_size: int | None = None
     memory_bytes: int = DEFAULT_MEMORY_BYTES
     strategy: str = "default"  # one of STRATEGIES; batch_size is global, split across replicas
+    second_opinion: bool | None = None  # stack a pretrained network's opinion (two classes)
 
 
 @dataclass(frozen=True)
@@ -254,6 +269,8 @@ class Plan:
     max_pixels: int = DEFAULT_MAX_DECODE_PIXELS
     #: run.json's `excluded`: the label_issues.csv trained without, its digest, the count
     excluded: dict[str, Any] | None = None
+    #: the pretrained network's opinion is stacked with the network's (toolkit.opinion)
+    second_opinion: bool = False
 
 
 def train_model(
@@ -295,6 +312,11 @@ def train_model(
         )
         metrics, scored_proba = calibrate_and_score(plan, model, decoded, folder, record)
         audited = None
+        if plan.worker.is_chief and plan.second_opinion:
+            metrics, scored_proba = fit_run_opinion(
+                plan, model, decoded, folder, record, metrics, scored_proba, jobs=jobs,
+                progress=progress,
+            )  # fmt: skip
         if plan.worker.is_chief:
             # one embedding pass serves the familiarity score and the audit
             run = Run(folder, model, plan.labels, plan.spec, record)
@@ -381,6 +403,7 @@ def plan_run(
                 f"accepted files are too few for ratios {list(options.ratios)}"
             )
     epochs = options.epochs or recipe.epochs
+    second_opinion = plan_second_opinion(options, recipe, labels)
     max_pixels = (
         profile.scan_options().max_decode_pixels
         if profile is not None
@@ -399,7 +422,24 @@ def plan_run(
         resume,
         max_pixels,
         excluded,
+        second_opinion,
     )
+
+
+def plan_second_opinion(options: TrainOptions, recipe: ModelRecipe, labels: list[str]) -> bool:
+    """Whether the run stacks the pretrained network's opinion: the recipe's choice unless
+    the options say; two classes only (asked for with more: a UsageError), and the weights
+    must be installed (refused before anything is decoded)."""
+    wanted = recipe.second_opinion if options.second_opinion is None else options.second_opinion
+    if not wanted:
+        return False
+    if len(labels) != 2:
+        if options.second_opinion:
+            raise UsageError(f"the second opinion is for two classes, not {len(labels)}")
+        log.info("no second opinion: it is for two classes, and there are %d", len(labels))
+        return False
+    require_weights("the recipe's second opinion (--no-second-opinion trains without it)")
+    return True
 
 
 def _roots(manifest: pd.DataFrame) -> list[str]:
@@ -437,6 +477,7 @@ def _run_record(
             "summary": recipe.summary,
             "epochs": plan.epochs,
             "tta_flip": recipe.tta_flip,
+            "second_opinion": plan.second_opinion,
         },
         "input": asdict(plan.spec),
         "labels": plan.labels,
@@ -510,6 +551,148 @@ def calibrate_and_score(
             test.labels, raw, plan.labels
         )["expected_calibration_error"],
     }, proba
+
+
+def fit_run_opinion(
+    plan: Plan,
+    model: Any,
+    decoded: dict[str, DecodedImages],
+    folder: Path,
+    record: dict[str, Any],
+    metrics: dict[str, Any],
+    scored_proba: np.ndarray,
+    *,
+    jobs: int | None = None,
+    progress: bool = False,
+    features_of: FeaturesOf | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Second opinion: the pretrained features' regression on the train split (at most
+    PER_ROOT pictures a data folder), the stack on the validation split, written into the run
+    folder; the scored split's metrics become the stacked answer's (the network's alone stay
+    under `network`), and its probabilities are returned (the network's where an extra view
+    of a file failed). A split with one class cannot fit it: the run goes without, and says
+    so (`metrics` and `scored_proba`, the network's, are returned as they are).
+    `features_of` stands in for the backbone (a cache)."""
+    started = time.perf_counter()
+    run = Run(
+        folder, model, plan.labels, plan.spec, {**record, "temperature": metrics["temperature"]}
+    )
+    manifest = plan.manifest
+    root = Path(manifest.attrs.get("root") or ".")
+
+    def read(rows: pd.DataFrame, spec: InputSpec) -> DecodedImages:
+        return decode_rows(
+            rows, spec, plan.labels, root=root, max_pixels=plan.max_pixels, jobs=jobs
+        )
+
+    rows = {
+        split: manifest[manifest["split"] == split].iloc[part.kept or []].reset_index(drop=True)
+        for split, part in decoded.items()
+    }
+    if features_of is None:
+
+        def features_of(part: pd.DataFrame) -> tuple[np.ndarray, dict[int, str]]:
+            return backbone_features(part, read, plan.spec.crop_faces, progress=progress)
+
+    sample = per_root_sample(rows["train"], plan.options.seed)
+
+    def without(why: str) -> tuple[dict[str, Any], np.ndarray]:
+        (folder / OPINION_NPZ).unlink(missing_ok=True)  # no earlier fit stays
+        record["second_opinion"] = {"skipped": why}
+        log.warning("no second opinion: %s", why)
+        return metrics, scored_proba
+
+    x, failed = features_of(rows["train"].iloc[sample])
+    fit = np.setdiff1d(np.arange(len(sample)), list(failed))
+    y = decoded["train"].labels[sample][fit]
+    if len(np.unique(y)) < 2:
+        return without("the train split's pictures are all of one class")
+    regression = SecondOpinion(
+        *fit_regression(x[fit], y), stack_coef=np.zeros(len(STACK_INPUTS)), stack_intercept=0.0
+    )
+    val = decoded["validation"]
+    found, failed = opinions(
+        run, rows["validation"], val, read, regression, features_of=features_of
+    )
+    keep = np.setdiff1d(np.arange(len(val)), list(failed))
+    if len(np.unique(val.labels[keep])) < 2:
+        return without("the validation split's pictures are all of one class")
+    face = face_found(rows["validation"])
+    coef, intercept = fit_stack(found[keep], val.labels[keep], face[keep])
+    opinion = replace(regression, stack_coef=coef, stack_intercept=intercept)
+    write_opinion(folder, opinion)
+
+    split = metrics["split"]
+    if split != "validation":
+        found, failed = opinions(
+            run, rows[split], decoded[split], read, opinion, features_of=features_of
+        )
+    scored = decoded[split]
+    keep = np.setdiff1d(np.arange(len(scored)), list(failed))
+    proba = opinion.answer(found, face_found(rows[split]))
+    answered = score_predictions(scored.labels[keep], proba[keep], plan.labels)
+    record["second_opinion"] = {
+        **opinion.record(),
+        "n_regression": len(fit),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    # fitted again (add_second_opinion on a run that has one): the network's stay as they were
+    network = metrics.get("network") or {
+        k: metrics[k] for k in ("accuracy", "expected_calibration_error", "roc_auc")
+    }
+    proba[list(failed)] = found[list(failed), 0]  # the network's own, for the familiarity split
+    return {
+        **metrics,
+        **answered,
+        "network": network,
+        "second_opinion": {"weights": record["second_opinion"]["weights"], "left_out": len(failed)},
+    }, proba
+
+
+def add_second_opinion(
+    folder: Path,
+    *,
+    jobs: int | None = None,
+    progress: bool = False,
+    features_of: FeaturesOf | None = None,
+) -> dict[str, Any]:
+    """Fit the second opinion onto a finished run, as training fits it after the network
+    (the network, its temperature and its split unchanged): second_opinion.npz, run.json's
+    record and metrics.json's scores of the stacked answer. Returns the new metrics."""
+    from toolkit.runs import load_run
+
+    folder = Path(folder)
+    run = load_run(folder)
+    config = dict(run.config)
+    if config.get("status") != FINISHED:
+        raise UsageError(f"{folder}: not a finished run")
+    options = replace(recorded_options(config, folder / RUN_JSON), second_opinion=True)
+    if len(run.labels) != 2:
+        raise UsageError(f"the second opinion is for two classes, not {len(run.labels)}")
+    require_weights("the second opinion")
+    manifest = read_manifest(folder)
+    root = Path(manifest.attrs.get("root") or ".")
+    decoded = {
+        split: decode_rows(
+            manifest[manifest["split"] == split], run.spec, run.labels, root=root, jobs=jobs
+        )
+        for split in SPLITS
+    }
+    plan = Plan(
+        folder, options, manifest, get_recipe(options.model), run.spec, run.labels,
+        _split_counts(manifest, run.labels), int(config["options"]["epochs"]), Worker(),
+        second_opinion=True,
+    )  # fmt: skip
+    metrics = json.loads((folder / METRICS_JSON).read_text(encoding="utf-8"))
+    metrics, _ = fit_run_opinion(
+        plan, run.model, decoded, folder, config, metrics, np.zeros(0), jobs=jobs,
+        progress=progress, features_of=features_of,
+    )  # fmt: skip
+    config["model"] = {**config["model"], "second_opinion": True}
+    config["options"] = {**config["options"], "second_opinion": True}
+    atomic_write_json(folder / METRICS_JSON, metrics)
+    atomic_write_json(folder / RUN_JSON, config)
+    return metrics
 
 
 def fit_run_familiarity(
@@ -644,6 +827,7 @@ def recorded_options(config: dict[str, Any], path: Path) -> TrainOptions:
         "batch_size": lambda v: whole(v, 1),
         "seed": lambda v: whole(v, 0),
         "memory_bytes": lambda v: whole(v, 0),
+        "second_opinion": lambda v: v is None or isinstance(v, bool),
         "learning_rate": lambda v: v is None or (_finite(v) and v > 0),
         "ratios": lambda v: isinstance(v, list) and len(v) == 3 and all(map(_finite, v)),
     }
