@@ -149,6 +149,8 @@ def test_the_networks_train_without_a_test_split_in_the_runs_proportion() -> Non
     assert options.ratios == pytest.approx((0.75, 0.25, 0.0))
     assert options.strategy == "default"
     assert crossfit.fold_options(TrainOptions(strategy="mirrored")).strategy == "mirrored"
+    # the audit reads the networks' own probabilities: no second opinion to fit
+    assert crossfit.fold_options(TrainOptions(second_opinion=True)).second_opinion is False
 
 
 def test_no_network_scores_a_file_it_trained_on(

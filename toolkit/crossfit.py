@@ -107,12 +107,14 @@ def check_networks(networks: int) -> None:
 def fold_options(options: TrainOptions) -> TrainOptions:
     """The run's options for one network: the same recipe and seed, the files shared between
     train and validation in the run's proportion (no test split: the held-out fold is the
-    test), on one device unless the run used every local GPU."""
+    test), on one device unless the run used every local GPU; no second opinion (the audit
+    reads the network's own probabilities)."""
     train, validation = options.ratios[0], options.ratios[1]
     return replace(
         options,
         ratios=(train / (train + validation), validation / (train + validation), 0.0),
         strategy="mirrored" if options.strategy == "mirrored" else "default",
+        second_opinion=False,
     )
 
 
