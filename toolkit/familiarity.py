@@ -17,9 +17,6 @@ Mahalanobis distance.
 
 from __future__ import annotations
 
-import io
-import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import RecordError
-from toolkit.paths import atomic_write, inside_problem, read_regular
-from toolkit.runs import FAMILIARITY_NPZ
+from toolkit.paths import atomic_write
+from toolkit.runs import FAMILIARITY_NPZ, read_run_arrays
 from toolkit.scores import predicted_ids
 
 #: The neighbour whose distance is the score: the K-th nearest training picture.
@@ -198,20 +195,9 @@ def read_familiarity(folder: Path, width: int | None = None) -> Familiarity | No
     before the score existed). A file that breaks the format, or was fitted on embeddings
     of another `width` than the model's, is refused with a RecordError (exit 2)."""
     path = Path(folder) / FAMILIARITY_NPZ
-    if not os.path.lexists(path):
+    arrays = read_run_arrays(folder, FAMILIARITY_NPZ, _KEYS)
+    if arrays is None:
         return None
-    why = inside_problem(folder, FAMILIARITY_NPZ)
-    if why is not None:
-        raise RecordError(path, FAMILIARITY_NPZ, why)
-    try:
-        with np.load(io.BytesIO(read_regular(path)), allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        # not a zip, a truncated one, a member not an array, pickled objects
-        raise RecordError(path, "file", f"not a {FAMILIARITY_NPZ}: {exc}") from None
-    if set(arrays) != _KEYS:
-        raise RecordError(path, "file", f"expected the arrays {sorted(_KEYS)}, got "
-                          f"{sorted(arrays)[:8]}")  # fmt: skip
     for key, problem in _problems(arrays, width):
         raise RecordError(path, key, problem)
     reference = arrays["reference"]

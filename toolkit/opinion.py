@@ -24,9 +24,6 @@ input: a file that breaks the format is refused whole (exit 2).
 
 from __future__ import annotations
 
-import io
-import os
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,10 +34,10 @@ import pandas as pd
 
 from toolkit.errors import RecordError
 from toolkit.models import InputSpec
-from toolkit.paths import atomic_write, inside_problem, read_regular
+from toolkit.paths import atomic_write
 from toolkit.pipeline import DecodedImages
 from toolkit.pretrained import BACKBONE, WIDTH, features
-from toolkit.runs import OPINION_NPZ, Run
+from toolkit.runs import OPINION_NPZ, Run, read_run_arrays
 from toolkit.scores import per_class, predict_proba
 
 #: The backbone's input side, its ImageNet size (160 px costs half and calibrated worse).
@@ -334,19 +331,9 @@ def read_opinion(folder: Path) -> SecondOpinion | None:
     """The run's fitted second opinion, checked before use; None when the run has none. A
     file that breaks the format is refused with a RecordError (exit 2)."""
     path = Path(folder) / OPINION_NPZ
-    if not os.path.lexists(path):
+    arrays = read_run_arrays(folder, OPINION_NPZ, _KEYS)
+    if arrays is None:
         return None
-    why = inside_problem(folder, OPINION_NPZ)
-    if why is not None:
-        raise RecordError(path, OPINION_NPZ, why)
-    try:
-        with np.load(io.BytesIO(read_regular(path)), allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise RecordError(path, "file", f"not a {OPINION_NPZ}: {exc}") from None
-    if set(arrays) != _KEYS:
-        raise RecordError(path, "file", f"expected the arrays {sorted(_KEYS)}, got "
-                          f"{sorted(arrays)[:10]}")  # fmt: skip
     for key, problem in _problems(arrays):
         raise RecordError(path, key, problem)
     return SecondOpinion(

@@ -215,6 +215,33 @@ def load_run(folder: Path) -> Run:
     return Run(folder, model, labels, spec, config)
 
 
+def read_run_arrays(folder: Path, name: str, keys: set[str]) -> dict[str, Any] | None:
+    """The numpy arrays of the run folder's npz `name` (familiarity.npz, second_opinion.npz),
+    exactly `keys`; None when the run has no such file. A file inside the folder only, a
+    zip of plain arrays (nothing unpickled), or a RecordError (exit 2)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    path = Path(folder) / name
+    if not os.path.lexists(path):
+        return None
+    why = inside_problem(folder, name)
+    if why is not None:
+        raise RecordError(path, name, why)
+    try:
+        with np.load(io.BytesIO(read_regular(path)), allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        # not a zip, a truncated one, a member not an array, pickled objects
+        raise RecordError(path, "file", f"not a {name}: {exc}") from None
+    if set(arrays) != keys:
+        raise RecordError(path, "file", f"expected the arrays {sorted(keys)}, got "
+                          f"{sorted(arrays)[:10]}")  # fmt: skip
+    return arrays
+
+
 def check_resumable_files(folder: Path) -> None:
     """A resumed run reads history.csv and every file below checkpoints/: each must be a
     regular file or folder of the run itself (a FIFO would block Keras for ever, a link
