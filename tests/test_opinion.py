@@ -320,7 +320,16 @@ def test_no_second_opinion_trains_the_network_alone(tmp_path: Path) -> None:
     assert (
         json.loads((tmp_path / "run" / "run.json").read_text())["model"]["second_opinion"] is False
     )
-    assert "network" not in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    network = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "network" not in network
+    # fitted afterwards as training fits it: the network's own scores stay under `network`
+    from toolkit.train import add_second_opinion
+
+    metrics = add_second_opinion(tmp_path / "run")
+    assert (tmp_path / "run" / OPINION_NPZ).is_file()
+    assert metrics["network"]["accuracy"] == network["accuracy"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["model"]["second_opinion"]
+    assert add_second_opinion(tmp_path / "run")["network"] == metrics["network"]  # again
 
 
 def test_a_second_opinion_is_refused_where_it_cannot_be_fitted(
