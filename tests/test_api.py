@@ -152,9 +152,10 @@ def test_train_folder_returns_the_run_with_its_metrics(tmp_path: Path) -> None:
     before = snapshot(data)
     run = toolkit.train_folder(
         data, tmp_path / "run", profile=str(profile), model="seed", epochs=1, image_size=32,
-        batch_size=4,
+        batch_size=4, second_opinion=True,
     )  # fmt: skip
     assert run.folder == tmp_path / "run"
+    assert "network" in run.metrics  # the second opinion, asked for on the tutorial's CNN
     assert run.labels == ["happy", "sad"]
     assert 0.0 <= run.metrics["accuracy"] <= 1.0
     assert (run.folder / "model.keras").is_file()

@@ -299,6 +299,35 @@ def test_evaluate_and_predict_give_the_stacked_answer(
     assert scores["n_scored"] == len(files)
 
 
+def test_a_file_whose_extra_view_fails_gets_its_error_and_the_others_their_answer(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import toolkit.predict
+
+    files = sorted(trained["data"].rglob("*.png"))[:3]
+    read = toolkit.predict._read_rows
+
+    def fail_second(rows: pd.DataFrame, spec: InputSpec) -> DecodedImages:
+        decoded = read(rows, spec)
+        if spec.size != op.SIZE:  # only the backbone's views
+            return decoded
+        keep = [i for i, p in zip(decoded.kept, decoded.paths, strict=True) if p != str(files[1])]
+        return DecodedImages(
+            images=decoded.images[[decoded.kept.index(i) for i in keep]],
+            labels=decoded.labels[: len(keep)],
+            paths=[str(rows[toolkit.predict.FILE].iloc[i]) for i in keep],
+            problems=[(str(files[1]), "vanished since the scan (validate again)")],
+            kept=keep,
+        )
+
+    monkeypatch.setattr(toolkit.predict, "_read_rows", fail_second)
+    got = toolkit.predict.predict_files(trained["run"], [files[0], files[1], files[2], files[0]])
+    assert [p.path for p in got] == [str(f) for f in (files[0], files[1], files[2], files[0])]
+    assert got[1].error == "vanished since the scan (validate again)" and got[1].label is None
+    assert all(p.error is None and p.label in ("happy", "sad") for p in (got[0], got[2], got[3]))
+    assert got[0].probability == got[3].probability  # the same file twice, the same answer
+
+
 def test_an_export_says_it_holds_the_network_alone(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

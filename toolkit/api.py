@@ -174,9 +174,11 @@ def train_folder(
     image_size: int | None = None,
     jobs: int | None = None,
     progress: bool = False,
+    second_opinion: bool | None = None,
 ) -> TrainResult:
     """Check each data folder with its profile (one for all, or one per folder), then train
-    `model` on the accepted files into the new run folder `out`, as `toolkit train` does.
+    `model` on the accepted files into the new run folder `out`, as `toolkit train` does
+    (`second_opinion`: as `--second-opinion/--no-second-opinion`; None, the model's).
     Returns the run: its folder, labels, metrics, history. Raises DatasetFailedError when
     a folder fails a blocking rule (nothing is trained)."""
     from toolkit.train import TrainOptions
@@ -184,8 +186,9 @@ def train_folder(
     roots = [Path(data)] if isinstance(data, str | PathLike) else [Path(d) for d in data]
     given = [profile] if isinstance(profile, str | PathLike) else list(profile or [])
     options = TrainOptions(
-        model=model, epochs=epochs, batch_size=batch_size, seed=seed, image_size=image_size
-    )
+        model=model, epochs=epochs, batch_size=batch_size, seed=seed, image_size=image_size,
+        second_opinion=second_opinion,
+    )  # fmt: skip
     return start_training(
         Path(out),
         options,

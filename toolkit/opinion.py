@@ -176,18 +176,27 @@ def face_found(rows: pd.DataFrame) -> np.ndarray:
     return has_face_box(rows, InputSpec(crop_faces=True))
 
 
+def _kept_and_failed(n: int, decoded: DecodedImages) -> tuple[list[int], dict[int, str]]:
+    """Which of the `n` rows given to a Reader it decoded, and why each other one failed (by
+    position; a Reader lists its problems in the rows' order)."""
+    kept = list(decoded.kept) if decoded.kept is not None else list(range(len(decoded)))
+    failed = sorted(set(range(n)) - set(kept))
+    whys = [why for _, why in decoded.problems]
+    return kept, {
+        i: whys[k] if k < len(whys) else "could not be decoded" for k, i in enumerate(failed)
+    }
+
+
 def _read_aligned(read: Reader, rows: pd.DataFrame, spec: InputSpec) -> tuple[np.ndarray, dict]:
     """`rows` decoded for `spec`, one slot per row (zeros where it failed), and the failures
     by position."""
     if len(rows) == 0:
         return np.zeros((0, *spec.shape), np.uint8), {}
     decoded = read(rows, spec)
-    kept = decoded.kept if decoded.kept is not None else list(range(len(decoded)))
+    kept, failed = _kept_and_failed(len(rows), decoded)
     images = np.zeros((len(rows), *spec.shape), np.uint8)
     images[kept] = decoded.images
-    failed = sorted(set(range(len(rows))) - set(kept))
-    whys = dict(zip(failed, (why for _, why in decoded.problems), strict=False))
-    return images, {i: whys.get(i, "could not be decoded") for i in failed}
+    return images, failed
 
 
 def backbone_features(
@@ -231,11 +240,9 @@ def network_whole(
         return out, {}
     spec = replace(run.spec, crop_faces=False)
     decoded = read(rows.iloc[boxed], spec)
-    kept = np.asarray(decoded.kept if decoded.kept is not None else range(len(decoded)), int)
+    kept, failed = _kept_and_failed(len(boxed), decoded)
     out[boxed[kept]] = per_class(predict_proba(run, decoded))[:, 1]
-    failed = sorted(set(range(len(boxed))) - set(kept.tolist()))
-    whys = [why for _, why in decoded.problems]
-    return out, {int(boxed[i]): w for i, w in zip(failed, whys + [""] * len(failed), strict=False)}
+    return out, {int(boxed[i]): why for i, why in failed.items()}
 
 
 FeaturesOf = Callable[[pd.DataFrame], tuple[np.ndarray, dict[int, str]]]

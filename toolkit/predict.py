@@ -106,9 +106,10 @@ def predict_files(folder: Path, paths: list[Path], *, run: Run | None = None) ->
             novelty, familiar = [round(float(n), 3) for n in found], is_familiar(found).tolist()
         # the stacked answer where the run has a second opinion (toolkit.opinion)
         proba, left, kept = answer_proba(run, pd.DataFrame(rows), batch, _read_rows, network=proba)
-        if kept is not None:
-            for path, why in left.problems:
-                results[slots[batch.paths.index(path)]] = Prediction(path, error=why)
+        if kept is not None:  # an extra view failed: the file's answer is its error
+            failed = sorted(set(range(len(slots))) - set(kept.tolist()))
+            for i, (path, why) in zip(failed, left.problems, strict=True):
+                results[slots[i]] = Prediction(path, error=why)
             slots = [slots[i] for i in kept]
             novelty, familiar = [novelty[i] for i in kept], [familiar[i] for i in kept]
         ids, confidences = predicted_classes(proba)

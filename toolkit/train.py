@@ -471,6 +471,7 @@ def _run_record(
             "learning_rate": options.learning_rate or recipe.learning_rate,
             "patience": options.patience or recipe.patience,
             "image_size": plan.spec.size,
+            "second_opinion": plan.second_opinion,
         },
         "model": {
             "name": recipe.name,
