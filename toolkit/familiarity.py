@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import RecordError
-from toolkit.paths import atomic_write
-from toolkit.runs import FAMILIARITY_NPZ, read_run_arrays
+from toolkit.runs import FAMILIARITY_NPZ, read_run_arrays, write_run_arrays
 from toolkit.scores import predicted_ids
 
 #: The neighbour whose distance is the score: the K-th nearest training picture.
@@ -174,20 +173,15 @@ def accuracy_by_familiarity(
 
 def write_familiarity(folder: Path, familiarity: Familiarity) -> Path:
     """FAMILIARITY_NPZ in the run folder, written whole or not at all."""
-    target = Path(folder) / FAMILIARITY_NPZ
-
-    def write(fh: Any) -> None:
-        np.savez(
-            fh,
-            format=np.array(FORMAT),
-            reference=familiarity.reference.astype(np.float32),
-            k=np.array(familiarity.k, dtype=np.int64),
-            threshold=np.array(familiarity.threshold, dtype=np.float64),
-            quantile=np.array(familiarity.quantile, dtype=np.float64),
-        )
-
-    atomic_write(target, write, binary=True)
-    return target
+    return write_run_arrays(
+        folder,
+        FAMILIARITY_NPZ,
+        format=np.array(FORMAT),
+        reference=familiarity.reference.astype(np.float32),
+        k=np.array(familiarity.k, dtype=np.int64),
+        threshold=np.array(familiarity.threshold, dtype=np.float64),
+        quantile=np.array(familiarity.quantile, dtype=np.float64),
+    )
 
 
 def read_familiarity(folder: Path, width: int | None = None) -> Familiarity | None:

@@ -34,10 +34,9 @@ import pandas as pd
 
 from toolkit.errors import RecordError
 from toolkit.models import InputSpec
-from toolkit.paths import atomic_write
 from toolkit.pipeline import DecodedImages
 from toolkit.pretrained import BACKBONE, WIDTH, features
-from toolkit.runs import OPINION_NPZ, Run, read_run_arrays
+from toolkit.runs import OPINION_NPZ, Run, read_run_arrays, write_run_arrays
 from toolkit.scores import per_class, predict_proba
 
 #: The backbone's input side, its ImageNet size (160 px costs half and calibrated worse).
@@ -315,23 +314,18 @@ _KEYS = {"format", "mean", "scale", "coef", "intercept", "stack_coef", "stack_in
 
 def write_opinion(folder: Path, opinion: SecondOpinion) -> Path:
     """OPINION_NPZ in the run folder, written whole or not at all."""
-    target = Path(folder) / OPINION_NPZ
-
-    def write(fh: Any) -> None:
-        np.savez(
-            fh,
-            format=np.array(FORMAT),
-            mean=np.asarray(opinion.mean, np.float64),
-            scale=np.asarray(opinion.scale, np.float64),
-            coef=np.asarray(opinion.coef, np.float64),
-            intercept=np.array(opinion.intercept, np.float64),
-            stack_coef=np.asarray(opinion.stack_coef, np.float64),
-            stack_intercept=np.array(opinion.stack_intercept, np.float64),
-            size=np.array(opinion.size, np.int64),
-        )
-
-    atomic_write(target, write, binary=True)
-    return target
+    return write_run_arrays(
+        folder,
+        OPINION_NPZ,
+        format=np.array(FORMAT),
+        mean=np.asarray(opinion.mean, np.float64),
+        scale=np.asarray(opinion.scale, np.float64),
+        coef=np.asarray(opinion.coef, np.float64),
+        intercept=np.array(opinion.intercept, np.float64),
+        stack_coef=np.asarray(opinion.stack_coef, np.float64),
+        stack_intercept=np.array(opinion.stack_intercept, np.float64),
+        size=np.array(opinion.size, np.int64),
+    )
 
 
 def read_opinion(folder: Path) -> SecondOpinion | None:

@@ -215,6 +215,16 @@ def load_run(folder: Path) -> Run:
     return Run(folder, model, labels, spec, config)
 
 
+def write_run_arrays(folder: Path, name: str, **arrays: Any) -> Path:
+    """The run folder's npz `name` (read back by `read_run_arrays`), written whole or not at
+    all."""
+    import numpy as np
+
+    target = Path(folder) / name
+    atomic_write(target, lambda fh: np.savez(fh, **arrays), binary=True)
+    return target
+
+
 def read_run_arrays(folder: Path, name: str, keys: set[str]) -> dict[str, Any] | None:
     """The numpy arrays of the run folder's npz `name` (familiarity.npz, second_opinion.npz),
     exactly `keys`; None when the run has no such file. A file inside the folder only, a
