@@ -22,7 +22,7 @@ folder's files change.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import pandas as pd
 
 from benchmarks.loso import print_figures, run_rows, runs_parser
 from toolkit.opinion import (
+    OPINIONS,
     SIZE,
     VIEWS,
     C,
@@ -38,7 +39,7 @@ from toolkit.opinion import (
     face_found,
     fit_regression,
     fit_stack,
-    stack_inputs,
+    stack_proba,
 )
 from toolkit.pretrained import WIDTH, require_weights
 
@@ -127,8 +128,7 @@ def stacked(
 ) -> np.ndarray:
     """A stack's (toolkit.opinion.fit_stack) probability of labels[1] from the opinions (and
     whether a face was found, for a stack fitted with it)."""
-    coef, intercept = stack
-    return 1 / (1 + np.exp(-(stack_inputs(opinions, face) @ coef + intercept)))
+    return stack_proba(*stack, opinions, face)
 
 
 #: What is scored: each opinion alone, and stacks of them (fitted on the validation split).
@@ -143,22 +143,11 @@ COMBINATIONS = {
 }
 
 
-def network_proba(run: Any, rows: pd.DataFrame, view: str = "face") -> np.ndarray:
-    """The run's calibrated probability of labels[1] per row (every row must decode): as it
-    sees them (`face`), or with no face box (`whole`: the whole picture)."""
-    from toolkit.pipeline import decode_rows
-    from toolkit.scores import per_class, predict_proba
-
-    spec = replace(run.spec, crop_faces=False) if view == "whole" else run.spec
-    decoded = decode_rows(rows, spec, run.labels)
-    if len(decoded) != len(rows):
-        raise RuntimeError(f"left out while decoding: {decoded.problems[:3]}")
-    return per_class(predict_proba(run, decoded))[:, 1]
-
-
 def compare(loso: Path, name: str, cache: FeatureCache, c: float = C) -> dict[str, Any]:
     """One fold's run: each of COMBINATIONS on its held-out source and FER2013 test
     (accuracy, ECE), and each stack's weights."""
+    from toolkit.opinion import opinions as opinions_of
+    from toolkit.pipeline import decode_rows
     from toolkit.runs import load_run
     from toolkit.scores import score_predictions
 
@@ -175,14 +164,21 @@ def compare(loso: Path, name: str, cache: FeatureCache, c: float = C) -> dict[st
     sets = {k: v[v["label"].isin(run.labels)].reset_index(drop=True) for k, v in sets.items()}
     y = {k: (v["label"] == run.labels[1]).to_numpy(dtype=int) for k, v in sets.items()}
     regression = Regression.fit(cache.of(sets["train"]), y["train"], c)
-    opinions = {
-        k: {
-            "network": network_proba(run, sets[k]),
-            "network_whole": network_proba(run, sets[k], "whole"),
-            "regression": regression.proba(cache.of(sets[k])),
-        }
-        for k in ("validation", "source", "fer_test")
-    }
+
+    def read(rows: pd.DataFrame, spec: Any) -> Any:
+        decoded = decode_rows(rows, spec, run.labels)
+        if len(decoded) != len(rows):
+            raise RuntimeError(f"left out while decoding: {decoded.problems[:3]}")
+        return decoded
+
+    opinions = {}
+    for k in ("validation", "source", "fer_test"):
+        # as the recipe computes them (toolkit.opinion): the network on both views, the regression
+        found, _ = opinions_of(
+            run, sets[k], read(sets[k], run.spec), read, regression.opinion,
+            features_of=cache.features_of,
+        )  # fmt: skip
+        opinions[k] = dict(zip(OPINIONS, found.T, strict=True))
     out: dict[str, Any] = {"run": name, "n": {k: len(v) for k, v in y.items()}, "weights": {}}
     for combination, members in COMBINATIONS.items():
         columns = {k: np.c_[tuple(opinions[k][m] for m in members)] for k in opinions}

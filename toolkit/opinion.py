@@ -88,7 +88,7 @@ class SecondOpinion:
     def answer(self, opinions: np.ndarray, face: np.ndarray) -> np.ndarray:
         """The stacked probability of labels[1] from (n, 3) opinions (OPINIONS' order) and
         whether the scan found a face in each picture."""
-        return _sigmoid(stack_inputs(opinions, face) @ self.stack_coef + self.stack_intercept)
+        return stack_proba(self.stack_coef, self.stack_intercept, opinions, face)
 
     def record(self) -> dict[str, Any]:
         """run.json's `second_opinion`: what it is and how much each opinion counts."""
@@ -136,6 +136,13 @@ def stack_inputs(opinions: np.ndarray, face: np.ndarray | None) -> np.ndarray:
         return z
     f = np.asarray(face, np.float64).reshape(-1, 1)
     return np.hstack([z, f, z * f])
+
+
+def stack_proba(
+    coef: np.ndarray, intercept: float, opinions: np.ndarray, face: np.ndarray | None = None
+) -> np.ndarray:
+    """A stack's (`fit_stack`'s coef and intercept) probability of labels[1]."""
+    return _sigmoid(stack_inputs(opinions, face) @ coef + intercept)
 
 
 def fit_stack(
