@@ -67,6 +67,43 @@ def test_the_stack_follows_the_opinion_that_is_right_on_validation() -> None:
     assert op.fit_stack(np.c_[right, guess], 1 - y)[0][0] < 0
 
 
+def _two_folders(n: int = 120) -> tuple[np.ndarray, ...]:
+    """Train features of folders /a and /b, whose label shows in different features."""
+    rng = np.random.default_rng(2)
+    roots = np.repeat(["/a", "/b"], n)
+    y = rng.integers(0, 2, 2 * n)
+    x = rng.normal(size=(2 * n, 2 * WIDTH))
+    x[:n, 0] += 2.0 * y[:n]  # /a: feature 0 says the label
+    x[n:, 1] += 2.0 * y[n:]  # /b: feature 1
+    return x, y, roots
+
+
+def test_each_folders_validation_pictures_are_scored_by_a_regression_without_it() -> None:
+    x, y, roots = _two_folders()
+    full = op.SecondOpinion(*op.fit_regression(x, y), np.zeros(len(op.STACK_INPUTS)), 0.0)
+    x_val, val_roots = x[::3] + 0.01, roots[::3]
+    found, scored = op.out_of_folder(full, x, y, roots, x_val, val_roots)
+    assert scored == ["/a", "/b"]
+    for root in ("/a", "/b"):
+        without = op.SecondOpinion(*op.fit_regression(x[roots != root], y[roots != root]),
+                                   full.stack_coef, 0.0)  # fmt: skip
+        rows = val_roots == root
+        np.testing.assert_allclose(found[rows], without.regression(x_val[rows]), atol=1e-9)
+        # not the regression that learnt from the folder: it knows it better than it would a new one
+        assert not np.allclose(found[rows], full.regression(x_val[rows]), atol=1e-3)
+
+
+def test_one_folder_or_one_class_without_it_keeps_the_whole_regression() -> None:
+    x, y, roots = _two_folders()
+    full = op.SecondOpinion(*op.fit_regression(x, y), np.zeros(len(op.STACK_INPUTS)), 0.0)
+    one = np.full(len(x), "/a")
+    found, scored = op.out_of_folder(full, x, y, one, x[:30], one[:30])
+    assert scored == [] and np.array_equal(found, full.regression(x[:30]))
+    y_one_class_in_b = np.where(roots == "/b", 1, y)  # without /a: one class left
+    found, scored = op.out_of_folder(full, x, y_one_class_in_b, roots, x[:30], roots[:30])
+    assert scored == [] and np.array_equal(found, full.regression(x[:30]))
+
+
 def test_each_data_folder_gives_at_most_per_root_pictures() -> None:
     rows = pd.DataFrame({"root": ["/a"] * 5 + ["/b"] * 12, "path": [f"{i}.jpg" for i in range(17)]})
     picked = op.per_root_sample(rows, seed=0, cap=4)
@@ -277,6 +314,7 @@ def test_training_the_default_recipe_fits_the_second_opinion(trained: dict[str, 
     # the scored split's metrics are the stacked answer's; the network's alone stay beside
     assert set(metrics["network"]) == {"accuracy", "expected_calibration_error", "roc_auc"}
     assert metrics["second_opinion"]["left_out"] == 0
+    assert record["second_opinion"]["out_of_folder"] == 0  # one data folder: nothing to leave out
 
 
 def test_evaluate_and_predict_give_the_stacked_answer(
@@ -336,6 +374,41 @@ def test_an_export_says_it_holds_the_network_alone(
     assert main(["export", str(trained["run"]), "--out", str(out)]) == 0
     assert "not in the export: the second opinion" in capsys.readouterr().out
     assert OPINION_NPZ in json.loads((out / "export.json").read_text())["not_inside"]
+
+
+def test_training_on_two_folders_fits_the_stack_on_out_of_folder_opinions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import toolkit.train
+
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY_PROFILE, encoding="utf-8")
+    manifests = []
+    for name in ("a", "b"):
+        data = write_learnable_folder(tmp_path / name, n_per_class=10)
+        assert main(["validate", str(data), "--profile", str(profile), "--out",
+                     str(tmp_path / f"check-{name}"), "--no-faces"]) == 0  # fmt: skip
+        manifests += ["--manifest", str(tmp_path / f"check-{name}" / "manifest.parquet")]
+    seen: dict[str, Any] = {}
+
+    def crossed(*args: Any) -> Any:
+        seen["out_of_folder"] = found = op.out_of_folder(*args)
+        return found
+
+    def stack(opinions: np.ndarray, y: np.ndarray, face: np.ndarray) -> Any:
+        seen["stacked"] = opinions
+        return op.fit_stack(opinions, y, face)
+
+    monkeypatch.setattr(toolkit.train, "out_of_folder", crossed)
+    monkeypatch.setattr(toolkit.train, "fit_stack", stack)
+    run = tmp_path / "run"
+    assert main(["train", *manifests, "--model", "default", "--image-size", "16", "--epochs",
+                 "1", "--out", str(run), "--no-audit"]) == 0  # fmt: skip
+    regression, folders = seen["out_of_folder"]
+    assert sorted(Path(f).name for f in folders) == ["a", "b"]
+    np.testing.assert_array_equal(seen["stacked"][:, op.OPINIONS.index("regression")], regression)
+    record = json.loads((run / "run.json").read_text())["second_opinion"]
+    assert record["out_of_folder"] == 2
 
 
 def test_no_second_opinion_trains_the_network_alone(tmp_path: Path) -> None:

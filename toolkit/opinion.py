@@ -13,7 +13,10 @@ probability of labels[1] are stacked for each picture:
   the web folders).
 
 The stack, a logistic regression on the three opinions' log odds fitted on the validation
-split, weighs them and calibrates the answer: for a run that has one it takes the
+split, weighs them and calibrates the answer (where the run learnt from several data
+folders, it reads each validation picture's regression opinion from a regression fitted
+without that picture's folder, `out_of_folder`, so it trusts the regression as far as it
+carries to a folder it has not seen): for a run that has one it takes the
 temperature's place in the answers of `evaluate`, `predict` and the test split's metrics.
 The temperature stays for the network's own scores (familiarity, the label audit). Two
 classes only. Measured: docs/model-quality.md, "A pretrained second opinion".
@@ -155,10 +158,44 @@ def fit_stack(
     return model.coef_[0], float(model.intercept_[0])
 
 
+def out_of_folder(
+    full: SecondOpinion,
+    x: np.ndarray,
+    y: np.ndarray,
+    roots: np.ndarray,
+    x_val: np.ndarray,
+    val_roots: np.ndarray,
+) -> tuple[np.ndarray, list[str]]:
+    """The regression's probability of labels[1] for each validation row, fitted without the
+    train pictures of the row's own data folder wherever the other folders' hold both classes
+    (`full`'s elsewhere: one folder, or one class without it), and the folders so scored. The
+    stack fitted on these learns how far the regression carries to a folder it has not seen,
+    not how well it knows pictures of folders it learnt from."""
+    out = full.regression(x_val)
+    roots, val_roots = np.asarray(roots).astype(str), np.asarray(val_roots).astype(str)
+    scored = []
+    for root in sorted(set(val_roots)):
+        others = roots != root
+        if len(np.unique(y[others])) < 2:
+            continue
+        fitted = SecondOpinion(*fit_regression(x[others], y[others]), full.stack_coef, 0.0)
+        rows = val_roots == root
+        out[rows] = fitted.regression(x_val[rows])
+        scored.append(root)
+    return out, scored
+
+
+def data_folders(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's data folder (the `root` column), or one unnamed folder for all rows."""
+    if "root" not in rows.columns:
+        return np.full(len(rows), "", dtype=object)
+    return rows["root"].astype(str).to_numpy()
+
+
 def per_root_sample(rows: pd.DataFrame, seed: int, cap: int = PER_ROOT) -> np.ndarray:
     """Positions of at most `cap` rows of each data folder (the `root` column), drawn with
     `seed`; every row where there is no root column and at most `cap` rows."""
-    roots = rows["root"].astype(str) if "root" in rows.columns else pd.Series("", rows.index)
+    roots = pd.Series(data_folders(rows), index=rows.index)
     rng = np.random.default_rng(seed)
     picked: list[int] = []
     for _, positions in sorted(roots.reset_index(drop=True).groupby(roots.values).indices.items()):

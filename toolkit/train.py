@@ -42,14 +42,17 @@ from toolkit.groups import NEAR_PHASH_DISTANCE
 from toolkit.manifest import ACCEPTED, normalise_manifest, read_manifest, write_manifest
 from toolkit.models import InputSpec, ModelRecipe, get_recipe
 from toolkit.opinion import (
+    OPINIONS,
     STACK_INPUTS,
     FeaturesOf,
     SecondOpinion,
     backbone_features,
+    data_folders,
     face_found,
     fit_regression,
     fit_stack,
     opinions,
+    out_of_folder,
     per_root_sample,
     write_opinion,
 )
@@ -612,8 +615,17 @@ def fit_run_opinion(
         *fit_regression(x[fit], y), stack_coef=np.zeros(len(STACK_INPUTS)), stack_intercept=0.0
     )
     val = decoded["validation"]
+    x_val, failed_val = features_of(rows["validation"])
     found, failed = opinions(
-        run, rows["validation"], val, read, regression, features_of=features_of
+        run, rows["validation"], val, read, regression, features_of=lambda _: (x_val, failed_val)
+    )
+    found[:, OPINIONS.index("regression")], crossed = out_of_folder(
+        regression,
+        x[fit],
+        y,
+        data_folders(rows["train"].iloc[sample])[fit],
+        x_val,
+        data_folders(rows["validation"]),
     )
     keep = np.setdiff1d(np.arange(len(val)), list(failed))
     if len(np.unique(val.labels[keep])) < 2:
@@ -635,6 +647,7 @@ def fit_run_opinion(
     record["second_opinion"] = {
         **opinion.record(),
         "n_regression": len(fit),
+        "out_of_folder": len(crossed),
         "seconds": round(time.perf_counter() - started, 1),
     }
     # fitted again (add_second_opinion on a run that has one): the network's stay as they were
